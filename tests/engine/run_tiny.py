@@ -1,0 +1,64 @@
+"""Runs a tiny DDPM through the engine in a fresh process; prints losses and a params digest.
+
+    python tests/engine/run_tiny.py WORKDIR [--devices N] [--parallel jit|pmap] [--steps S]
+
+Used by the tests that need their own process: fake device counts (XLA_FLAGS
+is read once per process), SIGKILL/SIGTERM and resume.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("workdir")
+    p.add_argument("--devices", type=int, default=1)
+    p.add_argument("--parallel", default="jit")
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--checkpoint_every", type=int, default=0)
+    p.add_argument("--microbatches", type=int, default=1)
+    args = p.parse_args()
+    os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
+
+    import jax
+    import numpy as np
+
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+    from configs.ddpm_digits import get_config
+    from zoo.main import run
+
+    c = get_config("tiny")
+    c.data.batch_size = 16
+    c.train.update(
+        dict(
+            steps=args.steps,
+            log_every=1,
+            sample_every=0,
+            eval_every=0,
+            checkpoint_every=args.checkpoint_every or args.steps,
+            parallel=args.parallel,
+        )
+    )
+    c.optim.microbatches = args.microbatches
+    c.eval.num_samples = 0
+    state = run(c, args.workdir)
+    if args.parallel == "pmap":
+        state = jax.tree.map(lambda x: x[0], state)
+    leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state.params))]
+    digest = __import__("hashlib").sha256(b"".join(x.tobytes() for x in leaves)).hexdigest()
+    print(
+        json.dumps(
+            {
+                "devices": jax.device_count(),
+                "digest": digest,
+                "param_sum": float(sum(x.sum() for x in leaves)),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

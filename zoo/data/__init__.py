@@ -1,0 +1,20 @@
+"""Input pipeline: numpy batches in an order fixed by (seed, step).
+
+    source = make_source(config.data, seed=0, examples_per_step=128)
+    batch = source.batch(step)  # {"image": [128, H, W, C] float32 in [-1, 1], "label": [128]}
+
+Datasets: `digits`, `shapes` (bundled), `image_folder`, `npz` (files), or any
+tensorflow-datasets name (read without TensorFlow, never downloaded at run time).
+"""
+
+from zoo.data.pipeline import BUNDLED, check_data_config, make_eval_source, make_source
+from zoo.data.sources import EvalSource, TrainSource
+
+__all__ = [
+    "BUNDLED",
+    "EvalSource",
+    "TrainSource",
+    "check_data_config",
+    "make_eval_source",
+    "make_source",
+]

@@ -1,0 +1,60 @@
+"""Default DDPM config: the CIFAR-10 model of Ho et al. (2020), overridden per experiment."""
+
+from __future__ import annotations
+
+import ml_collections
+
+from zoo.engine.config import base_config
+
+
+def ddpm_config() -> ml_collections.ConfigDict:
+    """U-Net ch 128, mults (1,2,2,2), 2 res blocks, attention at 16x16, dropout 0.1;
+    T=1000 linear betas 1e-4..0.02; Adam 2e-4, warm-up 5000, grad clip 1, EMA 0.9999."""
+    c = base_config()
+    c.model = "ddpm"
+    c.ema_decay = 0.9999
+    c.data.update(dict(name="cifar10", image_size=32, channels=3, batch_size=128, random_flip=True))
+    c.unet = ml_collections.ConfigDict(
+        dict(
+            ch=128,
+            ch_mult=(1, 2, 2, 2),
+            num_res_blocks=2,
+            attn_resolutions=(16,),
+            mid_attention=True,
+            dropout=0.1,
+            num_heads=1,
+            attention="full",
+            attention_chunk=64,
+            dtype="float32",
+        )
+    )
+    c.diffusion = ml_collections.ConfigDict(
+        dict(
+            schedule="linear",
+            timesteps=1000,
+            beta_start=1e-4,
+            beta_end=0.02,
+            prediction="eps",
+            variance="fixed_large",
+            sampler="ddim",
+            sample_steps=100,
+            ddim_eta=0.0,
+            clip_denoised=True,
+            class_conditional=False,
+            label_dropout=0.0,
+            guidance_scale=0.0,
+            bpd_eval="mc",
+        )
+    )
+    c.optim.update(dict(name="adam", lr=2e-4, warmup_steps=5000, grad_clip=1.0))
+    c.train.update(
+        dict(
+            steps=800_000,
+            log_every=100,
+            sample_every=10_000,
+            eval_every=10_000,
+            checkpoint_every=10_000,
+        )
+    )
+    c.eval.update(dict(batch_size=256, num_examples=1024))
+    return c

@@ -1,0 +1,242 @@
+"""The U-Net of DDPM (Ho et al. 2020, appendix B; ``diffusion_tf/models/unet.py``).
+
+A PixelCNN++-style encoder/decoder: per resolution level ``num_res_blocks``
+residual blocks (with self-attention where the feature map side is in
+``attn_resolutions``) and a stride-2 downsample; a middle block (res, attn,
+res); a mirrored decoder with ``num_res_blocks + 1`` blocks per level, each fed
+the concatenation of the running features and one skip from the encoder; and a
+GroupNorm-SiLU-conv head. Timesteps enter every residual block through a
+sinusoidal embedding followed by a 2-layer MLP of width ``4 * ch``.
+
+Beyond the paper: an optional class embedding (index ``num_classes`` is a
+learned "no label" token, for classifier-free guidance), ``num_heads``, a
+switch of attention implementation, and a compute ``dtype``.
+
+The CIFAR-10 model (ch 128, ch_mult (1, 2, 2, 2), 2 blocks, attention at 16)
+has 35.7 M parameters, as in the paper.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from zoo.nn.attention import IMPLS, Impl
+from zoo.nn.blocks import (
+    DEFAULT_INIT,
+    AttentionBlock,
+    Downsample,
+    ResBlock,
+    Upsample,
+    conv,
+    group_norm,
+)
+from zoo.nn.embeddings import timestep_embedding
+
+
+class _Level(nnx.Module):
+    """One resolution level: res blocks, each followed by attention when attn_kw is given,
+    then an optional resampling (Downsample/Upsample class)."""
+
+    def __init__(self, in_chs: Sequence[int], out_ch: int, *, attn_kw, resample, dtype, rngs, **kw):
+        self.blocks = nnx.List([ResBlock(c, out_ch, dtype=dtype, rngs=rngs, **kw) for c in in_chs])
+        self.attns = nnx.List(
+            [AttentionBlock(out_ch, dtype=dtype, rngs=rngs, **attn_kw) for _ in in_chs]
+            if attn_kw is not None
+            else []
+        )
+        self.resample = resample(out_ch, dtype=dtype, rngs=rngs) if resample else None
+
+
+class UNet(nnx.Module):
+    """DDPM U-Net: ``x: [B, H, W, in_channels]`` -> ``[B, H, W, out_channels]`` float32."""
+
+    def __init__(
+        self,
+        *,
+        in_channels: int,
+        out_channels: int,
+        resolution: int,
+        ch: int = 128,
+        ch_mult: Sequence[int] = (1, 2, 2, 2),
+        num_res_blocks: int = 2,
+        attn_resolutions: Sequence[int] = (16,),
+        mid_attention: bool = True,
+        dropout: float = 0.1,
+        num_classes: int = 0,
+        num_heads: int = 1,
+        attention: Impl = "full",
+        attention_chunk: int = 64,
+        dtype=jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        levels = len(ch_mult)
+        if resolution % 2 ** (levels - 1):
+            raise ValueError(
+                f"image size {resolution} must be divisible by 2**(len(ch_mult)-1) = "
+                f"{2 ** (levels - 1)} (ch_mult={tuple(ch_mult)} downsamples {levels - 1} times)"
+            )
+        if attention not in IMPLS:
+            raise ValueError(f"attention must be one of {IMPLS}, got {attention!r}")
+        for c in {ch * m for m in ch_mult}:
+            if c % num_heads:
+                raise ValueError(f"channels {c} are not divisible by num_heads={num_heads}")
+        temb_dim = 4 * ch
+        self.ch, self.num_classes, self.dtype = ch, num_classes, dtype
+
+        dense = dict(kernel_init=DEFAULT_INIT, dtype=dtype, rngs=rngs)
+        self.temb_dense0 = nnx.Linear(ch, temb_dim, **dense)
+        self.temb_dense1 = nnx.Linear(temb_dim, temb_dim, **dense)
+        # Row num_classes is the "no label" token (classifier-free guidance).
+        self.label_emb = (
+            nnx.Embed(num_classes + 1, temb_dim, dtype=dtype, rngs=rngs) if num_classes else None
+        )
+        self.conv_in = conv(in_channels, ch, dtype=dtype, rngs=rngs)
+
+        attn_kw = dict(num_heads=num_heads, impl=attention, chunk_size=attention_chunk)
+        block_kw = dict(temb_dim=temb_dim, dropout=dropout, dtype=dtype, rngs=rngs)
+        # Encoder. skip_chs tracks the channels of every feature map pushed on
+        # the skip stack (conv_in, each res block, each downsample).
+        skip_chs, c, side = [ch], ch, resolution
+        down = []
+        for i, mult in enumerate(ch_mult):
+            out = ch * mult
+            last = i == levels - 1
+            in_chs = [c] + [out] * (num_res_blocks - 1)
+            down.append(
+                _Level(
+                    in_chs,
+                    out,
+                    attn_kw=attn_kw if side in attn_resolutions else None,
+                    resample=None if last else Downsample,
+                    **block_kw,
+                )
+            )
+            skip_chs += [out] * (num_res_blocks + (0 if last else 1))
+            c, side = out, side if last else side // 2
+        self.down = nnx.List(down)
+
+        self.mid_block1 = ResBlock(c, c, **block_kw)
+        self.mid_attn = (
+            AttentionBlock(c, dtype=dtype, rngs=rngs, **attn_kw) if mid_attention else None
+        )
+        self.mid_block2 = ResBlock(c, c, **block_kw)
+
+        # Decoder: each res block consumes one skip, concatenated on channels.
+        up = []
+        for i, mult in reversed(list(enumerate(ch_mult))):
+            out = ch * mult
+            in_chs = []
+            for _ in range(num_res_blocks + 1):
+                in_chs.append(c + skip_chs.pop())
+                c = out
+            up.append(
+                _Level(
+                    in_chs,
+                    out,
+                    attn_kw=attn_kw if side in attn_resolutions else None,
+                    resample=Upsample if i else None,
+                    **block_kw,
+                )
+            )
+            side = side * 2 if i else side
+        self.up = nnx.List(up)
+        assert not skip_chs
+
+        self.norm_out = group_norm(c, dtype=dtype, rngs=rngs)
+        self.conv_out = conv(c, out_channels, zero_init=True, dtype=dtype, rngs=rngs)
+
+    def __call__(
+        self,
+        x: jax.Array,
+        t: jax.Array,
+        y: jax.Array | None = None,
+        *,
+        dropout_key: jax.Array | None = None,
+    ) -> jax.Array:
+        """Predicts the network output (eps, x0 or v: the objective decides).
+
+        Args:
+          x: ``[B, H, W, in_channels]`` float noisy images.
+          t: ``[B]`` int32 or float timesteps.
+          y: ``[B]`` int32 class labels, only when ``num_classes > 0``; the value
+            ``num_classes`` (or ``y=None``) means "no label".
+          dropout_key: PRNG key, required when dropout > 0 in train mode
+            (``nnx.view(m, deterministic=True)`` gives eval mode).
+
+        Returns:
+          ``[B, H, W, out_channels]`` float32.
+        """
+        if y is not None and self.label_emb is None:
+            raise ValueError("class labels y given to a UNet built with num_classes=0")
+        temb = self.temb_dense0(timestep_embedding(t, self.ch))
+        temb = self.temb_dense1(nnx.silu(temb))
+        if self.label_emb is not None:
+            y = jnp.full(x.shape[:1], self.num_classes, jnp.int32) if y is None else y
+            temb = temb + self.label_emb(y)
+
+        block_index = itertools.count()
+
+        def res(block, h):  # a distinct dropout key per residual block
+            i = next(block_index)
+            key = None if dropout_key is None else jax.random.fold_in(dropout_key, i)
+            return block(h, temb, dropout_key=key)
+
+        h = self.conv_in(x)
+        skips = [h]
+        for level in self.down:
+            for j, block in enumerate(level.blocks):
+                h = res(block, h)
+                h = level.attns[j](h) if level.attns else h
+                skips.append(h)
+            if level.resample is not None:
+                h = level.resample(h)
+                skips.append(h)
+
+        h = res(self.mid_block1, h)
+        h = self.mid_attn(h) if self.mid_attn is not None else h
+        h = res(self.mid_block2, h)
+
+        for level in self.up:
+            for j, block in enumerate(level.blocks):
+                h = res(block, jnp.concatenate([h, skips.pop()], axis=-1))
+                h = level.attns[j](h) if level.attns else h
+            if level.resample is not None:
+                h = level.resample(h)
+
+        h = self.conv_out(nnx.silu(self.norm_out(h)))
+        return h.astype(jnp.float32)
+
+
+def unet_from_config(
+    cfg, *, image_size: int, channels: int, num_classes: int = 0, rngs: nnx.Rngs
+) -> UNet:
+    """Builds a :class:`UNet` from an ml_collections ``config.unet``.
+
+    Reads ch, ch_mult, num_res_blocks, attn_resolutions, mid_attention,
+    dropout, num_heads, attention, attention_chunk, dtype ('float32' |
+    'bfloat16') and optional learn_sigma (output 2 * channels: mean and
+    variance interpolation of improved DDPM).
+    """
+    learn_sigma = bool(cfg.get("learn_sigma", False))
+    return UNet(
+        in_channels=channels,
+        out_channels=2 * channels if learn_sigma else channels,
+        resolution=image_size,
+        ch=cfg.ch,
+        ch_mult=tuple(cfg.ch_mult),
+        num_res_blocks=cfg.num_res_blocks,
+        attn_resolutions=tuple(cfg.attn_resolutions),
+        mid_attention=cfg.mid_attention,
+        dropout=cfg.dropout,
+        num_classes=num_classes,
+        num_heads=cfg.num_heads,
+        attention=cfg.attention,
+        attention_chunk=cfg.attention_chunk,
+        dtype=jnp.dtype(cfg.dtype),
+        rngs=rngs,
+    )

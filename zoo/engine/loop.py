@@ -1,0 +1,289 @@
+"""The train loop: state in, steps, hooks (log, sample, eval, checkpoint, preemption).
+
+Reads top to bottom: validate, build data and state (restored from the
+workdir when a checkpoint is there), compile, then run steps with a progress
+bar. Everything here is family-agnostic; a family only provides an objective.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from zoo import data as zdata
+from zoo.engine import parallel
+from zoo.engine.checkpoint import Checkpointer
+from zoo.engine.objective import Objective
+from zoo.engine.state import Graphs, count_params, init_state, split_modules
+from zoo.engine.step import Models, build_train_step
+from zoo.engine.writers import MetricWriter, image_grid, save_image_grid
+
+log = logging.getLogger(__name__)
+
+# Extra evaluations on generated samples: images [N, H, W, C] in [-1, 1] -> metrics.
+SampleEval = Callable[[np.ndarray], dict[str, float]]
+
+
+class Preemption:
+    """Turns SIGTERM/SIGINT into a flag the loop polls; a second SIGINT aborts."""
+
+    def __init__(self):
+        self.requested = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    """Owns the compiled step, the state and the hooks of one run."""
+
+    def __init__(self, config, workdir: str, objective: Objective, sample_evals=()):
+        objective.check()
+        self.config, self.workdir, self.objective = config, workdir, objective
+        self.sample_evals = tuple(sample_evals)
+        train = config.train
+        self.total_steps = int(train.steps)
+        self.microbatches = int(config.optim.get("microbatches", 1))
+        self.substeps = objective.substeps
+        global_batch = int(config.data.batch_size)
+        parallel.check_batch_layout(global_batch, self.microbatches, train.parallel)
+        self.runner = parallel.Runner(train.parallel)
+        self.source = zdata.make_source(
+            config.data,
+            seed=int(config.seed),
+            examples_per_step=global_batch * self.substeps,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
+        self.graphs, params, rest = split_modules(objective.modules)
+        self.num_params = {role: count_params(p) for role, p in params.items()}
+        self._init = lambda: init_state(objective, params, rest)
+        self.abstract_state = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.runner.replicated),
+            jax.eval_shape(self._init),
+        )
+        step_fn = build_train_step(
+            objective,
+            self.graphs,
+            seed=int(config.seed),
+            on_nonfinite=train.get("on_nonfinite", "stop"),
+            axis_name=parallel.AXIS if train.parallel == "pmap" else None,
+        )
+        self.run_step = self.runner.compile_step(step_fn, self.abstract_state)
+        self.checkpointer = Checkpointer(
+            workdir,
+            keep=int(train.get("keep_checkpoints", 3)),
+            async_save=bool(train.get("async_checkpoint", True)),
+        )
+        self._sampler = None
+
+    # -- state -------------------------------------------------------------
+    def restore_or_init(self):
+        """Resume from the workdir's newest readable checkpoint, else initialise."""
+        restored = self.checkpointer.restore_latest(self.abstract_state)
+        if restored is None:
+            return self.runner.init_state(self._init), 0
+        state, _, data_state = restored
+        step = int(data_state["step"])
+        log.info("resumed from step %d in %s", step, self.checkpointer.directory)
+        return self.runner.replicate(state), step
+
+    def save(self, state, step: int) -> None:
+        self.checkpointer.save(
+            step, self.runner.unreplicate(state), self.config.to_dict(), self.source.state(step)
+        )
+
+    # -- batches -----------------------------------------------------------
+    def host_batch(self, step: int) -> dict[str, np.ndarray]:
+        """This process's examples of ``step`` laid out as [S, A, B, ...]."""
+        raw = self.source.batch(step)
+        local = {k: v for k, v in raw.items() if np.asarray(v).dtype.kind in "biuf"}
+        n = len(next(iter(local.values())))
+        offset = jax.process_index() * n
+        local["example_id"] = np.arange(offset, offset + n, dtype=np.int32)
+        shape = (self.substeps, self.microbatches, n // (self.substeps * self.microbatches))
+        return {k: np.asarray(v).reshape(*shape, *np.shape(v)[1:]) for k, v in local.items()}
+
+    # -- hooks ---------------------------------------------------------------
+    def eval_params(self, state):
+        """Params for sampling/eval: the EMA copy where a role keeps one."""
+        state = self.runner.unreplicate(state)
+        return {**state.params, **state.ema}, state.rest
+
+    def samples(self, state, n: int, seed_offset: int = 0) -> np.ndarray:
+        if self._sampler is None:
+            sample = self.objective.sample
+            graphs: Graphs = self.graphs
+            self._sampler = jax.jit(
+                lambda p, r, key, n: sample(Models(graphs, p, r), key, n), static_argnums=3
+            )
+        params, rest = self.eval_params(state)
+        key = jax.random.fold_in(jax.random.key(int(self.config.seed) + 1), seed_offset)
+        return np.asarray(jax.device_get(self._sampler(params, rest, key, n)))
+
+    def write_samples(self, state, step: int) -> None:
+        if self.objective.sample is None:
+            return
+        images = self.samples(state, int(self.config.train.num_samples))
+        if jax.process_index() == 0:
+            path = os.path.join(self.workdir, "samples", f"step_{step:07d}.png")
+            save_image_grid(path, images)
+            self.writer.images(step, "samples", image_grid(images))
+
+    def evaluate(self, state, step: int) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        if self.objective.evaluate is not None:
+            metrics.update(self._held_out_metrics(state))
+        if self.sample_evals and self.objective.sample is not None:
+            images = self.samples(state, int(self.config.eval.num_samples), seed_offset=step + 1)
+            for fn in self.sample_evals:
+                metrics.update(fn(images))
+        if metrics:
+            self.writer.scalars(step, {f"eval/{k}": v for k, v in metrics.items()})
+        return metrics
+
+    def _held_out_metrics(self, state) -> dict[str, float]:
+        evaluate, graphs = self.objective.evaluate, self.graphs
+        fn = jax.jit(lambda p, r, b, key: evaluate(Models(graphs, p, r), b, key))
+        params, rest = self.eval_params(state)
+        cfg = self.config.eval
+        batch_size = int(cfg.batch_size) - int(cfg.batch_size) % jax.device_count()
+        totals: dict[str, float] = {}
+        seen = 0
+        key = jax.random.key(int(self.config.seed) + 2)
+        source = zdata.make_eval_source(self.config.data)
+        for i, batch in enumerate(source.batches(batch_size, int(cfg.num_examples) or None)):
+            batch = {k: v for k, v in batch.items() if np.asarray(v).dtype.kind in "biuf"}
+            n = len(next(iter(batch.values())))
+            if n % jax.device_count():
+                break  # a ragged last batch does not shard; skip it
+            placed = self.runner.put_examples(batch)
+            out = jax.device_get(fn(params, rest, placed, jax.random.fold_in(key, i)))
+            for k, v in out.items():
+                totals[k] = totals.get(k, 0.0) + float(v) * n
+            seen += n
+        return {k: v / max(seen, 1) for k, v in totals.items()}
+
+    # -- the loop ------------------------------------------------------------
+    def train(self) -> Any:
+        cfg = self.config.train
+        state, start = self.restore_or_init()
+        self.writer = MetricWriter(
+            self.workdir, enabled=jax.process_index() == 0, start_step=start + 1 if start else None
+        )
+        if jax.process_index() == 0:
+            os.makedirs(self.workdir, exist_ok=True)
+            with open(os.path.join(self.workdir, "config.json"), "w") as f:
+                json.dump(self.config.to_dict(), f, indent=2, default=str)
+        log.info(
+            "parameters per role: %s; devices: %d (%s)",
+            self.num_params,
+            jax.device_count(),
+            cfg.parallel,
+        )
+        every = {
+            k: int(cfg.get(k, 0))
+            for k in ("log_every", "sample_every", "eval_every", "checkpoint_every")
+        }
+        pending: list[dict] = []
+        last_log = time.perf_counter()
+        steps_since = 0
+        bar = tqdm(
+            total=self.total_steps,
+            initial=start,
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+            disable=jax.process_index() != 0,
+        )
+        prefetch = ThreadPoolExecutor(max_workers=1)
+        load = lambda s: self.runner.put_batch(self.host_batch(s))  # noqa: E731
+        future = prefetch.submit(load, start) if start < self.total_steps else None
+        step = start
+        with Preemption() as preempt:
+            while step < self.total_steps:
+                batch = future.result()
+                if step + 1 < self.total_steps:
+                    future = prefetch.submit(load, step + 1)
+                active = tuple(step % p.every == 0 for p in self.objective.players)
+                state, metrics = self.run_step(state, batch, active)
+                step += 1
+                steps_since += 1
+                pending.append(metrics)
+                bar.update(1)
+                last = step == self.total_steps
+                if last or (every["log_every"] and step % every["log_every"] == 0):
+                    now = time.perf_counter()
+                    summary = self._log(state, step, pending, steps_since / (now - last_log))
+                    bar.set_postfix(
+                        {
+                            k.split("/")[-1]: f"{v:.4g}"
+                            for k, v in summary.items()
+                            if k.endswith("loss")
+                        }
+                    )
+                    pending, steps_since, last_log = [], 0, time.perf_counter()
+                if every["sample_every"] and (step % every["sample_every"] == 0 or last):
+                    self.write_samples(state, step)
+                if every["eval_every"] and (step % every["eval_every"] == 0 or last):
+                    metrics = self.evaluate(state, step)
+                    summary = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+                    bar.write(f"step {step}: {summary}", file=sys.stderr)
+                if last or (every["checkpoint_every"] and step % every["checkpoint_every"] == 0):
+                    self.save(state, step)
+                if preempt.requested:
+                    self.save(state, step)
+                    self.checkpointer.wait()
+                    bar.write(
+                        f"{preempt.requested} received: saved a checkpoint at step {step}",
+                        file=sys.stderr,
+                    )
+                    break
+        bar.close()
+        prefetch.shutdown(wait=True)
+        self.checkpointer.close()
+        self.writer.close()
+        return state
+
+    def _log(self, state, step: int, pending: list[dict], steps_per_sec: float) -> dict:
+        host = [self.runner.metrics_to_host(m) for m in pending]
+        keys = sorted({k for m in host for k in m})
+        summary = {k: float(np.mean([m[k] for m in host if k in m])) for k in keys}
+        nonfinite = np.asarray(jax.device_get(self.runner.unreplicate(state).nonfinite))
+        if self.config.train.get("on_nonfinite", "stop") == "stop" and (nonfinite >= 0).any():
+            i = int(np.argmax(nonfinite >= 0))
+            player = self.objective.players[i].name
+            saved = self.checkpointer.steps()
+            self.checkpointer.close()
+            raise FloatingPointError(
+                f"the loss or gradient of player {player!r} became NaN/Inf at step "
+                f"{int(nonfinite[i])}; that update was not applied and the run stopped. "
+                f"Checkpoints on disk: {saved}. Lower optim.lr, or set "
+                f"train.on_nonfinite='skip' to drop such updates and go on."
+            )
+        summary["steps_per_sec"] = steps_per_sec
+        self.writer.scalars(step, summary)
+        return summary

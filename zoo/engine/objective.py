@@ -1,0 +1,122 @@
+"""The contract between a model family and the engine.
+
+A family builds an :class:`Objective` from its config: the NNX modules it
+trains (named by role), an optimizer per trained role, the roles that keep an
+EMA copy, and the players that run, in order, inside one train step. The
+engine owns everything else (jit/pmap, sharding, RNG, EMA, accumulation,
+checkpoints), so no family writes a training loop.
+
+A player's loss has the signature ``loss(models, batch, ctx) -> (scalar, aux)``:
+
+- ``models(role, train=True)`` returns a fresh NNX module for ``role`` merged
+  from the current state. The parameters of the role being updated are the
+  ones differentiated; everything else is a constant. Non-parameter state
+  (BatchNorm statistics, ...) that a train-mode module mutates is written back
+  by the engine unless the call passes ``keep_state=False`` (a discriminator
+  pass inside the generator's loss, an inner gradient penalty).
+- ``batch`` is this substep's (micro)batch: a dict of arrays ``[B, ...]``;
+  ``batch["example_id"]`` holds each example's global position in the step,
+  which :func:`zoo.engine.rng.example_keys` uses so that random draws do not
+  depend on how the batch is split across devices or microbatches.
+- ``ctx`` is a :class:`Context` (rng, step, substep, example ids).
+- ``aux`` is a dict of scalar metrics (averaged over substeps/microbatches and
+  devices, written to the logs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import optax
+from flax import nnx
+
+
+class Context(NamedTuple):
+    """What a loss knows about where it runs.
+
+    rng: a PRNG key for this player, step, substep and microbatch; identical
+        on every device (use :func:`zoo.engine.rng.example_keys` for
+        per-example draws).
+    step: int32 scalar, the train step (0-based) being computed.
+    substep: int32 scalar, the index j of this player's k updates.
+    example_ids: int32 ``[B]``, global positions of this batch's examples.
+    """
+
+    rng: jax.Array
+    step: jax.Array
+    substep: jax.Array
+    example_ids: jax.Array
+
+
+Loss = Callable[[Any, dict, Context], tuple[jax.Array, dict]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Player:
+    """One gradient step on one role's parameters.
+
+    name: shown in logs and in error messages ("model", "discriminator").
+    updates: the role whose parameters this player differentiates and updates.
+    loss: ``(models, batch, ctx) -> (scalar, aux)``.
+    steps: updates per train step (k of Algorithm 2.1); substep j reads slice
+        j of the step's batch, so a player with k steps sees k fresh batches.
+    every: run only on train steps where ``step % every == 0`` (lazy
+        regularisation).
+    """
+
+    name: str
+    updates: str
+    loss: Loss
+    steps: int = 1
+    every: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """Everything the engine needs from a model family.
+
+    modules: NNX modules built from the config, named by role.
+    optimizers: one optax transformation per trained role (shared by every
+        player that updates that role, so that e.g. a regulariser's gradient
+        scale is meaningful under Adam).
+    ema: role -> EMA decay for the roles that keep an EMA copy of parameters.
+    players: run in this order inside one train step.
+    sample: ``(models, rng, n) -> [n, H, W, C] in [-1, 1]``, called with the
+        EMA parameters where a role has them; None if the family has no images.
+    evaluate: ``(models, batch, rng) -> dict of scalar metrics`` on held-out
+        data, or None.
+    frozen: loaded, never-updated parts (a stage-1 tokenizer, a text encoder).
+    """
+
+    modules: dict[str, nnx.Module]
+    optimizers: dict[str, optax.GradientTransformation]
+    players: tuple[Player, ...]
+    ema: dict[str, float] = dataclasses.field(default_factory=dict)
+    sample: Callable | None = None
+    evaluate: Callable | None = None
+    frozen: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def substeps(self) -> int:
+        """Slices of batch each train step needs: the largest player ``steps``."""
+        return max(p.steps for p in self.players)
+
+    def check(self) -> None:
+        """Raise ValueError on an inconsistent objective (before compiling)."""
+        roles = set(self.modules)
+        for p in self.players:
+            if p.updates not in roles:
+                raise ValueError(
+                    f"player {p.name!r} updates role {p.updates!r}, but the objective "
+                    f"has modules {sorted(roles)}"
+                )
+            if p.updates not in self.optimizers:
+                raise ValueError(f"role {p.updates!r} (player {p.name!r}) has no optimizer")
+            if p.steps < 1 or p.every < 1:
+                raise ValueError(f"player {p.name!r}: steps and every must be >= 1")
+        for role in list(self.optimizers) + list(self.ema):
+            if role not in roles:
+                raise ValueError(f"optimizer/ema names unknown role {role!r}")

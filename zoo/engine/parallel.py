@@ -1,0 +1,156 @@
+"""Devices, meshes and the two ways to run the step: ``jit`` over a mesh, or ``pmap``.
+
+jit (default): one program over a ``Mesh`` with a ``data`` axis; the batch is
+a global array sharded on its example axis, the state replicated, donated.
+pmap: the same pure step under ``jax.pmap`` with ``lax.pmean``; the state
+carries a leading device axis. Both give the same numbers (per-example RNG).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+PARALLEL_MODES = ("jit", "pmap")
+AXIS = "data"
+
+
+def maybe_initialize_distributed() -> None:
+    """Join a multi-host run when the launcher set the coordinator variables.
+
+    On TPU pods and SLURM/GPU clusters ``jax.distributed.initialize()`` finds
+    its peers itself; on CPU, several localhost processes can be started with
+    JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID.
+    """
+    if "JAX_COORDINATOR_ADDRESS" in os.environ and jax.process_count() == 1:
+        jax.distributed.initialize(
+            coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
+            num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+            process_id=int(os.environ["JAX_PROCESS_ID"]),
+        )
+
+
+def enable_compilation_cache(default_dir: str = "~/.cache/zoo/xla") -> None:
+    """Keep compiled programs on disk, so a resumed or repeated run skips recompiling.
+
+    ``JAX_COMPILATION_CACHE_DIR`` (if set) wins. Small programs are cached too:
+    model initialisation compiles many tiny ones, which add up to seconds.
+    """
+    path = os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.expanduser(default_dir)
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def check_batch_layout(global_batch: int, microbatches: int, mode: str) -> None:
+    """Clear errors, before compiling, for batches that don't fit the devices."""
+    if mode not in PARALLEL_MODES:
+        raise ValueError(f"train.parallel={mode!r}; choose one of {PARALLEL_MODES}")
+    devices, processes = jax.device_count(), jax.process_count()
+    if microbatches < 1 or global_batch % microbatches:
+        raise ValueError(
+            f"data.batch_size={global_batch} is not divisible by optim.microbatches={microbatches}"
+        )
+    micro = global_batch // microbatches
+    if micro % devices:
+        raise ValueError(
+            f"the microbatch of {micro} examples (data.batch_size={global_batch} / "
+            f"optim.microbatches={microbatches}) is not divisible by the {devices} devices; "
+            f"use a batch size that is a multiple of {devices * microbatches}"
+        )
+    if micro % processes:
+        raise ValueError(f"microbatch {micro} not divisible by {processes} processes")
+
+
+class Runner:
+    """Places state and batches and compiles the step for one parallel mode."""
+
+    def __init__(self, mode: str):
+        self.mode = mode
+        self.mesh = Mesh(np.array(jax.devices()), (AXIS,))
+        self.replicated = NamedSharding(self.mesh, P())
+        self.local_devices = jax.local_device_count()
+        # pmap layout: a leading axis of one entry per local device.
+        self.per_device = NamedSharding(Mesh(np.array(jax.local_devices()), (AXIS,)), P(AXIS))
+
+    # -- batches ---------------------------------------------------------
+    def batch_sharding(self, ndim: int) -> NamedSharding:
+        """Leaves are [S, A, B, ...]: shard B."""
+        return NamedSharding(self.mesh, P(None, None, AXIS, *([None] * (ndim - 3))))
+
+    def put_batch(self, local: dict[str, np.ndarray]) -> dict[str, Any]:
+        """This process's [S, A, B_local, ...] numpy batch -> device arrays."""
+        if self.mode == "pmap":
+            n = self.local_devices
+
+            def split(x):  # [S, A, B, ...] -> [n, S, A, B/n, ...]
+                s, a, b = x.shape[:3]
+                x = x.reshape(s, a, n, b // n, *x.shape[3:])
+                return np.moveaxis(x, 2, 0)
+
+            return jax.device_put({k: split(v) for k, v in local.items()}, self.per_device)
+        return {
+            k: jax.make_array_from_process_local_data(self.batch_sharding(v.ndim), v)
+            for k, v in local.items()
+        }
+
+    def put_examples(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        """A whole [B, ...] batch (eval data, same on every process), sharded on B."""
+        sharding = NamedSharding(self.mesh, P(AXIS))
+        return {k: jax.device_put(np.asarray(v), sharding) for k, v in batch.items()}
+
+    # -- state -----------------------------------------------------------
+    def init_state(self, init_fn: Callable[[], Any]) -> Any:
+        """Run ``init_fn`` under jit straight into its placement."""
+        state = jax.jit(init_fn, out_shardings=self.replicated)()
+        return self.replicate(state) if self.mode == "pmap" else state
+
+    def replicate(self, state):
+        """A globally placed state -> per-device copies (pmap layout)."""
+        if self.mode != "pmap":
+            return state
+        n = self.local_devices
+        stacked = jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (n, *x.shape)), state)
+        return jax.device_put(stacked, self.per_device)
+
+    def unreplicate(self, state):
+        """The state in the jit layout (what checkpoints and samplers see)."""
+        if self.mode != "pmap":
+            return state
+        return jax.tree.map(lambda x: x[0], state)
+
+    def state_shardings(self, abstract_state):
+        return jax.tree.map(lambda _: self.replicated, abstract_state)
+
+    # -- step ------------------------------------------------------------
+    def compile_step(self, step_fn: Callable, abstract_state) -> Callable:
+        """``run(state, batch, active) -> (state, metrics)`` for this mode."""
+        cache: dict[tuple[bool, ...], Callable] = {}
+
+        def run(state, batch, active):
+            if active not in cache:
+                fn = lambda s, b, a=active: step_fn(s, b, a)  # noqa: E731
+                if self.mode == "pmap":
+                    cache[active] = jax.pmap(fn, axis_name=AXIS, donate_argnums=(0,))
+                else:
+                    cache[active] = jax.jit(
+                        fn,
+                        in_shardings=(self.state_shardings(abstract_state), None),
+                        out_shardings=(self.state_shardings(abstract_state), self.replicated),
+                        donate_argnums=(0,),
+                    )
+            return cache[active](state, batch)
+
+        return run
+
+    def metrics_to_host(self, metrics) -> dict[str, float]:
+        metrics = jax.device_get(metrics)
+        if self.mode == "pmap":
+            metrics = jax.tree.map(lambda x: x[0], metrics)
+        return {k: float(v) for k, v in metrics.items()}

@@ -1,0 +1,191 @@
+"""The one train step, built from an objective: ``(state, batch) -> (state, metrics)``.
+
+Pure and parallelism-agnostic: under ``jax.jit`` the batch is a global array
+sharded over devices; under ``jax.pmap`` (``axis_name`` given) gradients,
+metrics and non-parameter state are averaged with ``lax.pmean``.
+
+Batch layout: every leaf is ``[S, A, B, ...]`` with S the largest player
+``steps`` (k of Algorithm 2.1: substep j reads slice j), A microbatches whose
+gradients are averaged before one update, and B examples per microbatch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from zoo.engine.objective import Context, Objective, Player
+from zoo.engine.rng import step_key
+from zoo.engine.state import Graphs, TrainState
+
+NONFINITE_MODES = ("stop", "skip")
+
+
+class Models:
+    """What a loss calls to get modules, merged from the current variables.
+
+    ``models(role)`` is a train-mode module whose non-parameter updates
+    (BatchNorm statistics...) the engine writes back; calling it again for the
+    same role returns the same module, so statistics accumulate across calls.
+    ``keep_state=False`` gives a throwaway copy (a discriminator pass inside
+    the generator's loss, an inner gradient penalty); ``train=False`` an
+    eval-mode copy.
+    """
+
+    def __init__(self, graphs: Graphs, params: dict, rest: dict):
+        self._graphs, self._params, self._rest = graphs, params, rest
+        self._kept: dict[str, nnx.Module] = {}
+
+    def __call__(self, role: str, train: bool = True, keep_state: bool = True) -> nnx.Module:
+        if role not in self._params:
+            raise KeyError(f"no module with role {role!r}; roles: {sorted(self._params)}")
+        if train and keep_state and role in self._kept:
+            return self._kept[role]
+        graph = (self._graphs.train if train else self._graphs.eval)[role]
+        # copy=True: a train-mode merge must not mutate the caller's variables
+        # (inside value_and_grad that raises a TraceContextError).
+        module = nnx.merge(graph, self._params[role], self._rest[role], copy=True)
+        if train and keep_state:
+            self._kept[role] = module
+        return module
+
+    def updated_rest(self) -> dict:
+        """Non-parameter variables, with the kept modules' updates."""
+        rest = dict(self._rest)
+        for role, module in self._kept.items():
+            rest[role] = nnx.to_pure_dict(nnx.state(module, nnx.Not(nnx.Param)))
+        return rest
+
+
+def _mean(tree, axis_name):
+    return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
+
+
+def _mean_floats(tree, axis_name):
+    """pmean over devices of the floating leaves (integer counters stay)."""
+    if axis_name is None:
+        return tree
+    return jax.tree.map(
+        lambda x: jax.lax.pmean(x, axis_name) if jnp.issubdtype(x.dtype, jnp.floating) else x,
+        tree,
+    )
+
+
+def _select(pred, new, old):
+    return jax.tree.map(lambda n, o: jnp.where(pred, n, o), new, old)
+
+
+def build_train_step(
+    objective: Objective,
+    graphs: Graphs,
+    *,
+    seed: int,
+    on_nonfinite: str = "stop",
+    axis_name: str | None = None,
+) -> Callable[[TrainState, dict, tuple[bool, ...]], tuple[TrainState, dict]]:
+    """Return ``step(state, batch, active) -> (state, metrics)``.
+
+    active: one static bool per player, whether it runs this step (its
+        ``every``); the loop picks it on the host, so ``every`` never needs a
+        device sync and compiles one executable per distinct pattern.
+    on_nonfinite: "stop" freezes the state at the first NaN/Inf loss or
+        gradient (the loop then stops, naming step and player); "skip" drops
+        that update and goes on. Either way a non-finite update is never applied.
+    """
+    if on_nonfinite not in NONFINITE_MODES:
+        raise ValueError(f"train.on_nonfinite={on_nonfinite!r}; choose one of {NONFINITE_MODES}")
+
+    def grads_of(player: Player, params, rest, batch, ctx):
+        """Mean loss, gradient, aux and new rest over the A microbatches."""
+        role = player.updates
+
+        def loss_fn(role_params, rest, micro, ctx):
+            models = Models(graphs, {**params, role: role_params}, rest)
+            loss, aux = player.loss(models, micro, ctx)
+            return loss, (aux, models.updated_rest())
+
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+        def one(rest, micro):
+            micro_ctx = ctx._replace(example_ids=micro["example_id"])
+            (loss, (aux, rest)), grads = grad_fn(params[role], rest, micro, micro_ctx)
+            return rest, (loss, aux, grads)
+
+        num_micro = jax.tree.leaves(batch)[0].shape[0]
+        if num_micro == 1:
+            rest, out = one(rest, jax.tree.map(lambda x: x[0], batch))
+        else:
+            rest, out = jax.lax.scan(one, rest, batch)
+            out = jax.tree.map(lambda x: jnp.mean(x, axis=0), out)
+        loss, aux, grads = out
+        return _mean(loss, axis_name), _mean(aux, axis_name), _mean(grads, axis_name), rest
+
+    def run_player(index: int, player: Player, state: TrainState, batch, key) -> tuple:
+        role = player.updates
+        tx = objective.optimizers[role]
+
+        def substep(carry, inputs):
+            params, opt, rest, nonfinite = carry
+            j, sub_batch = inputs
+            ctx = Context(
+                rng=jax.random.fold_in(jax.random.fold_in(key, index), j),
+                step=state.step,
+                substep=j,
+                example_ids=sub_batch["example_id"][0],
+            )
+            loss, aux, grads, new_rest = grads_of(player, params, rest, sub_batch, ctx)
+            new_rest = _mean_floats(new_rest, axis_name)
+            grad_norm = optax.tree.norm(grads)
+            finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+            updates, new_opt = tx.update(grads, opt[role], params[role])
+            new_role_params = optax.apply_updates(params[role], updates)
+            clean = jnp.all(nonfinite < 0)
+            apply = finite & (clean if on_nonfinite == "stop" else True)
+            params = {**params, role: _select(apply, new_role_params, params[role])}
+            opt = {**opt, role: _select(apply, new_opt, opt[role])}
+            rest = _select(apply, new_rest, rest)
+            first_bad = jnp.where((nonfinite[index] < 0) & ~finite, state.step, nonfinite[index])
+            nonfinite = nonfinite.at[index].set(first_bad)
+            metrics = {**aux, "loss": loss, "grad_norm": grad_norm, "nonfinite": 1.0 - finite}
+            return (params, opt, rest, nonfinite), metrics
+
+        carry = (state.params, state.opt, state.rest, state.nonfinite)
+        sub_batches = jax.tree.map(lambda x: x[: player.steps], batch)
+        if player.steps == 1:
+            carry, metrics = substep(carry, (jnp.int32(0), jax.tree.map(lambda x: x[0], batch)))
+        else:
+            carry, metrics = jax.lax.scan(
+                substep, carry, (jnp.arange(player.steps, dtype=jnp.int32), sub_batches)
+            )
+            metrics = jax.tree.map(lambda x: jnp.mean(x, axis=0), metrics)
+        params, opt, rest, nonfinite = carry
+        state = state._replace(params=params, opt=opt, rest=rest, nonfinite=nonfinite)
+        return state, {f"{player.name}/{k}": v for k, v in metrics.items()}
+
+    def step(state: TrainState, batch: dict[str, Any], active: tuple[bool, ...]):
+        key = step_key(seed, state.step)
+        metrics = {}
+        for index, (player, on) in enumerate(zip(objective.players, active, strict=True)):
+            if on:
+                state, player_metrics = run_player(index, player, state, batch, key)
+                metrics.update(player_metrics)
+        # EMA after all players; frozen with the rest after a non-finite stop.
+        keep = jnp.all(state.nonfinite < 0) if on_nonfinite == "stop" else True
+        ema = {
+            role: _select(
+                keep,
+                jax.tree.map(
+                    lambda e, p, d=decay: d * e + (1.0 - d) * p, state.ema[role], state.params[role]
+                ),
+                state.ema[role],
+            )
+            for role, decay in objective.ema.items()
+        }
+        return state._replace(step=state.step + 1, ema=ema), metrics
+
+    return step

@@ -1,0 +1,24 @@
+"""Maps a config's model name to its family's objective builder.
+
+Entries are import paths, so that importing the registry loads no family and
+a new family registers with one line.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from zoo.engine.objective import Objective
+
+OBJECTIVES = {
+    "ddpm": "zoo.diffusion.objective:build_objective",
+}
+
+
+def build_objective(config) -> Objective:
+    """The objective for ``config.model``; a clear error for unknown names."""
+    name = config.model
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown model {name!r}; known models: {sorted(OBJECTIVES)}")
+    module, attr = OBJECTIVES[name].split(":")
+    return getattr(importlib.import_module(module), attr)(config)
