@@ -23,12 +23,12 @@ def get_config(arg: str | None = None):
             num_classes=10,
         )
     )
-    c.unet.update(dict(ch=64, ch_mult=(1, 2), num_res_blocks=2, attn_resolutions=(4,), dropout=0.0))
+    c.unet.update(dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), dropout=0.0))
     c.diffusion.update(dict(sample_steps=50))
     c.optim.update(dict(lr=1e-3, warmup_steps=200, schedule="cosine", end_lr_factor=0.1))
     c.train.update(
         dict(
-            steps=6000,
+            steps=5000,
             log_every=100,
             sample_every=1000,
             eval_every=2000,

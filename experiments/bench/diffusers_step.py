@@ -2,18 +2,21 @@
 
 The same step as zoo's: x0 ``[B, 3, 32, 32]`` in [-1, 1], t ~ U{0..999}, eps ~
 N(0, I), x_t from the linear-beta (1e-4..0.02) schedule, MSE(model(x_t, t), eps),
-one AdamW update (optionally grad-norm clip 1 and an EMA, as zoo's
-``--clip-ema``). ``bfloat16`` is autocast (float32 weights and optimizer,
-bf16 matmuls/convs), the counterpart of zoo's float32 params + bf16 compute
-dtype. torch and diffusers are imported here only; neither is a dependency of zoo.
+one AdamW update (lr 2e-4, weight decay 0.01; optionally grad-norm clip 1 and an
+EMA, as zoo's ``--clip-ema``). ``bfloat16`` is autocast (float32 weights and
+optimizer, bf16 matmuls/convs), the counterpart of zoo's float32 params + bf16
+compute dtype. torch and diffusers are imported here only; neither is a
+dependency of zoo.
 """
 
 from __future__ import annotations
 
 import os
-import statistics
 import sys
 import time
+from importlib.metadata import version
+
+from timing import record_times
 
 
 def log(*a):
@@ -48,8 +51,9 @@ def bench_diffusers(
     use_cuda: bool,
     compile_model: bool = False,
     channels_last: bool = False,
-) -> dict:
-    """Times the diffusers train step; returns a JSON-able dict."""
+    out: dict,
+) -> None:
+    """Times the diffusers train step, filling the JSON-able ``out`` as it goes."""
     import torch
     import torch.nn.functional as F
 
@@ -58,14 +62,23 @@ def bench_diffusers(
         torch.set_num_threads(len(os.sched_getaffinity(0)))
     else:
         # XLA runs float32 convs/matmuls in TF32 on Ampere+ by default; match it.
-        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.set_float32_matmul_precision("high")
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)
     model = build_unet(heads).to(device).train()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    params = sum(p.numel() for p in model.parameters())
+    out.update(
+        library=f"torch {torch.__version__}, diffusers {version('diffusers')}",
+        device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        threads=torch.get_num_threads(),
+        precision="bf16 autocast, fp32 weights" if dtype == "bfloat16" else "fp32 (TF32 on GPU)",
+        attention_heads=heads,
+        torch_compile=compile_model,
+        channels_last=channels_last,
+        params=sum(p.numel() for p in model.parameters()),
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=2e-4, weight_decay=0.01)
     ema = [p.detach().clone() for p in model.parameters()] if clip_ema else None
     forward = torch.compile(model) if compile_model else model
@@ -99,23 +112,25 @@ def bench_diffusers(
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    flops = None
-    try:  # torch's own count of the step (matmuls, convs, SDPA; forward + backward)
-        from torch.utils.flop_counter import FlopCounterMode
+    # torch's own count of one step (matmuls, convs, SDPA; forward + backward), a
+    # cross-check of the jaxpr count. On CPU it misses the fused SDPA kernel
+    # (2.7 GFLOP of 152 at batch 16); under a first torch.compile call it is unreliable.
+    if not compile_model:
+        try:
+            from torch.utils.flop_counter import FlopCounterMode
 
-        if not compile_model:  # counting under a first torch.compile call is unreliable
             counter = FlopCounterMode(display=False)
             with counter:
                 step()
             sync()
-            flops = int(counter.get_total_flops())
-    except Exception as e:  # noqa: BLE001 - the count is a cross-check only
-        log(f"torch flop counter failed: {e!r}")
+            out["flop_counter_flops_per_step"] = int(counter.get_total_flops())
+        except Exception as e:  # noqa: BLE001 - a cross-check only
+            log(f"torch flop counter failed: {e!r}")
 
     t0 = time.perf_counter()
     step()
     sync()
-    first_s = time.perf_counter() - t0
+    out["first_step_s"] = time.perf_counter() - t0
     for _ in range(max(warmup - 1, 0)):
         step()
     sync()
@@ -127,36 +142,13 @@ def bench_diffusers(
         loss = step()
         sync()
         times.append(time.perf_counter() - t0)
+        record_times(out, times, batch)
         log(f"  torch step {i}: {1e3 * times[-1]:.1f} ms")
+    out["final_loss"] = float(loss.detach())
+    if device.type == "cuda":
+        out["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
     t0 = time.perf_counter()  # back to back, one synchronisation at the end
     for _ in range(steps):
-        loss = step()
+        step()
     sync()
-    pipelined_s = (time.perf_counter() - t0) / steps
-    median = statistics.median(times)
-    return {
-        "library": f"torch {torch.__version__}, diffusers {_version('diffusers')}",
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-        "threads": torch.get_num_threads(),
-        "precision": "bf16 autocast, fp32 weights" if dtype == "bfloat16" else "fp32 (TF32 on GPU)",
-        "attention_heads": heads,
-        "torch_compile": compile_model,
-        "channels_last": channels_last,
-        "params": params,
-        "first_step_s": first_s,
-        "step_ms_median": 1e3 * median,
-        "step_ms_min": 1e3 * min(times),
-        "step_ms_max": 1e3 * max(times),
-        "step_ms_pipelined": 1e3 * pipelined_s,
-        "images_per_s": batch / median,
-        # On CPU the counter misses the fused SDPA kernel (~2.7 GFLOP fwd at batch 16).
-        "flop_counter_flops_per_step": flops,
-        "peak_memory_bytes": torch.cuda.max_memory_allocated() if device.type == "cuda" else None,
-        "final_loss": float(loss.detach()),
-    }
-
-
-def _version(name: str) -> str:
-    from importlib.metadata import version
-
-    return version(name)
+    out["step_ms_pipelined"] = 1e3 * (time.perf_counter() - t0) / steps

@@ -31,7 +31,7 @@ fi
 if ! python3 -c "from diffusers import UNet2DModel" 2>"$OUT/diffusers_import.err"; then
   echo "diffusers does not import with the image's packages: using .whl/fallback"
   pip_target /tmp/site-hub .whl/fallback/*.whl
-  export PYTHONPATH=/tmp/site:/tmp/site-hub:${PYTHONPATH#/tmp/site:}
+  export PYTHONPATH=/tmp/site-hub:$PYTHONPATH
 fi
 
 {
@@ -43,29 +43,30 @@ print(sys.version.split()[0], 'jax', jax.__version__, 'flax', flax.__version__,
 print(jax.devices(), torch.cuda.is_available())"
 } 2>&1 | tee "$OUT/env.txt"
 
-run() {  # run NAME SECONDS ARGS...: one benchmark process, bounded in time
+# run NAME SECONDS ARGS...: one benchmark process, bounded in time. On SIGTERM the
+# script still prints its JSON, with what it measured and "incomplete".
+run() {
   local name=$1 limit=$2; shift 2
   local t0=$SECONDS
-  timeout "$limit" python3 experiments/bench/unet_step.py "$@" \
+  timeout -k 15 "$limit" python3 experiments/bench/unet_step.py "$@" \
     >"$OUT/$name.json" 2>"$OUT/$name.log"
   echo "$name: rc=$? in $((SECONDS - t0)) s"
   python3 -c "import json, sys
 r = json.load(open(sys.argv[1]))
-t = r['torch']
-print('  zoo', {k: round(v['images_per_s']) for k, v in r['zoo'].items()},
-      'torch', round(t['images_per_s']) if 'images_per_s' in t else t,
-      'ratio', {k: round(v, 2) for k, v in (r['ratio_zoo_over_torch'] or {}).items()},
-      'mfu', {k: v['mfu'] and round(v['mfu'], 3) for k, v in r['zoo'].items()})" \
+def short(v):
+    return {k: round(v[k], 3) for k in ('images_per_s', 'step_ms_median', 'mfu') if v.get(k)} or v
+print('  zoo', {k: short(v) for k, v in r['zoo'].items()}, 'torch', short(r['torch']))
+print('  ratio', r['ratio_zoo_over_torch'], 'params', r['params'], r.get('incomplete', ''))" \
     "$OUT/$name.json" 2>/dev/null || tail -5 "$OUT/$name.log"
 }
 
 # bf16 compute (float32 params) vs torch bf16 autocast (float32 weights): the same mixed precision.
-run b128_bf16 150 --batch 128 --dtype bfloat16 --attention full,dot_product --steps 30 --warmup 5
+run b128_bf16 170 --batch 128 --dtype bfloat16 --attention full,dot_product --steps 30 --warmup 5
 # float32 (TF32 matmuls/convs on both sides: XLA's default, switched on in torch).
-run b16_f32 100 --batch 16 --dtype float32 --attention full,dot_product --steps 30 --warmup 5
+run b16_f32 110 --batch 16 --dtype float32 --attention full,dot_product --steps 30 --warmup 5
 # diffusers' default heads (16 of dim 8) on both sides, if time is left.
-if ((SECONDS - START < 200)); then
-  run b128_bf16_h16 80 --batch 128 --dtype bfloat16 --heads 16 --attention dot_product \
+if ((SECONDS - START < 220)); then
+  run b128_bf16_h16 70 --batch 128 --dtype bfloat16 --heads 16 --attention dot_product \
     --steps 30 --warmup 5
 fi
 echo "total $((SECONDS - START)) s; results in $OUT"

@@ -18,13 +18,19 @@ on the same device (``diffusers_step.py``) and ``ratio`` = zoo / torch images/s.
 
 FLOPs: ``model_flops_per_step`` counts the matmuls and convolutions of the
 train step's jaxpr (forward + backward, attention="full"; ``jaxpr_flops.py``),
-the implementation-independent count MFU is reported against. Each run also
-reports XLA's ``cost_analysis()`` flops of its compiled executable, which add
-elementwise work, count rematerialisation ("chunked") and miss cuDNN custom
-calls ("dot_product" on GPU). MFU = model FLOPs / median step time / the card's
-dense bf16 peak (GPU only; unknown cards give null).
+the implementation-independent count MFU is reported against (it equals a
+hand count, 3 x 3.17 GFLOP forward per image). Each run also reports XLA's
+``cost_analysis()`` flops of its executable, XLA's own accounting (elementwise
+work in, convolution gradients counted its way, rematerialisation of
+"chunked" in, cuDNN custom calls of "dot_product" on GPU out). MFU = model
+FLOPs / median step time / the card's dense bf16 peak (GPU only; unknown cards
+give null).
 
-One JSON object goes to stdout; progress goes to stderr.
+``--heads`` applies to both models: 1 (default) is DDPM's and zoo's; diffusers'
+own default is 16 heads of dim 8 at these 128 channels.
+
+One JSON object goes to stdout, progress to stderr; on SIGTERM (``timeout``)
+the object is printed with what was measured so far and ``"incomplete"``.
 """
 
 from __future__ import annotations
@@ -66,18 +72,20 @@ def peak_flops(device) -> float | None:
     return next((peak for name, peak in PEAK_BF16 if name in device.device_kind), None)
 
 
-def bench_torch(args, on_gpu: bool) -> dict:
+def bench_torch(args, on_gpu: bool, out: dict) -> None:
     try:
         import diffusers  # noqa: F401
         import torch
     except Exception as e:  # noqa: BLE001 - optional comparison
-        return {"skipped": f"torch/diffusers not importable: {e!r}"}
+        out["skipped"] = f"torch/diffusers not importable: {e!r}"
+        return
     if on_gpu and not torch.cuda.is_available():
-        return {"skipped": "JAX runs on GPU but torch has no CUDA: not the same device"}
+        out["skipped"] = "JAX runs on GPU but torch has no CUDA: not the same device"
+        return
     from diffusers_step import bench_diffusers
 
     log("torch/diffusers ...")
-    return bench_diffusers(
+    bench_diffusers(
         batch=args.batch,
         dtype=args.dtype,
         heads=args.heads,
@@ -87,6 +95,7 @@ def bench_torch(args, on_gpu: bool) -> dict:
         use_cuda=on_gpu,
         compile_model=args.torch_compile,
         channels_last=args.torch_channels_last,
+        out=out,
     )
 
 
@@ -133,18 +142,8 @@ def parse_args(argv=None):
     return args
 
 
-class Stopped(BaseException):
-    """SIGTERM (e.g. from ``timeout``): print what was measured so far. A BaseException,
-    so that the per-run ``except Exception`` handlers let it through."""
-
-
-def _stop(signum, frame):
-    raise Stopped(f"stopped by signal {signum}")
-
-
 def main(argv=None):
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _stop)
     impls = [a for a in args.attention.split(",") if a]
     device = jax.devices()[0]
     peak = peak_flops(device)
@@ -152,7 +151,6 @@ def main(argv=None):
         f"jax {jax.__version__} on {device.device_kind} ({device.platform}); "
         f"batch {args.batch} {args.dtype}"
     )
-    zoo, torch_result = {}, {"skipped": "not reached"}
     result = {
         "bench": "unet_step",
         "device": {
@@ -165,9 +163,25 @@ def main(argv=None):
         "config": {**MODEL, **vars(args), "optimizer": "adamw lr 2e-4 wd 0.01"},
         "model_flops_per_step": None,
         "model_flops_method": "matmul+conv FLOPs of the train-step jaxpr, attention=full",
-        "zoo": zoo,
-        "torch": torch_result,
+        "zoo": {},
+        "torch": {},
     }
+    printed = []
+
+    def emit():
+        if not printed:
+            printed.append(True)
+            summarize(result, peak)
+            print(json.dumps(result, indent=1), flush=True)
+
+    def stop(signum, frame):
+        # SIGTERM (e.g. from `timeout`): print what was measured so far and exit at
+        # once (an exception raised here could land in a GC callback and be lost).
+        result["incomplete"] = f"stopped by signal {signum}"
+        emit()
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         batch = make_batch(args.batch)
         kw = dict(batch=args.batch, dtype=args.dtype, heads=args.heads, clip_ema=args.clip_ema)
@@ -175,40 +189,32 @@ def main(argv=None):
         result["model_flops_per_step"] = flops
         for impl in impls:
             config = unet_config(**kw, attention=impl, attention_chunk=args.attention_chunk)
+            out = result["zoo"][impl] = {}
             try:
-                zoo[impl] = bench_zoo(config, batch, steps=args.steps, warmup=args.warmup)
+                bench_zoo(config, batch, steps=args.steps, warmup=args.warmup, out=out)
             except Exception as e:  # noqa: BLE001 - keep the other implementations' numbers
                 log(f"zoo {impl} failed: {e!r}")
-                zoo[impl] = {"error": repr(e)}
-            add_rates(zoo[impl], flops, peak)
-
-        if args.torch == "auto":
+                out["error"] = repr(e)
+        if args.torch == "off":
+            result["torch"]["skipped"] = "--torch off"
+        else:
             try:
-                torch_result = bench_torch(args, device.platform == "gpu")
+                bench_torch(args, device.platform == "gpu", result["torch"])
             except Exception as e:  # noqa: BLE001 - optional comparison
                 log(f"torch failed: {e!r}")
-                torch_result = {"error": repr(e)}
-        else:
-            torch_result = {"skipped": "--torch off"}
-        result["torch"] = torch_result
-        add_rates(torch_result, flops, peak)
-    except Stopped as e:
-        result["incomplete"] = str(e)
+                result["torch"]["error"] = repr(e)
     finally:
-        compare(result)
-        print(json.dumps(result, indent=1), flush=True)
+        emit()
 
 
-def add_rates(r: dict, model_flops: int, peak: float | None) -> None:
-    """Model TFLOP/s and MFU of one timed result (in place; skips failed runs)."""
-    if "step_ms_median" in r:
-        r["model_tflops_per_s"] = model_flops / (r["step_ms_median"] / 1e3) / 1e12
-        r["mfu"] = r["model_tflops_per_s"] * 1e12 / peak if peak else None
-
-
-def compare(result: dict) -> None:
-    """zoo / torch images per second, and whether the parameter counts agree."""
-    zoo, torch_result = result["zoo"], result["torch"]
+def summarize(result: dict, peak: float | None) -> None:
+    """Model TFLOP/s and MFU of every timed run, zoo / torch images per second, and
+    whether the parameter counts agree (in place)."""
+    zoo, torch_result, flops = result["zoo"], result["torch"], result["model_flops_per_step"]
+    for r in [*zoo.values(), torch_result]:
+        if flops and "step_ms_median" in r:
+            r["model_tflops_per_s"] = flops / (r["step_ms_median"] / 1e3) / 1e12
+            r["mfu"] = r["model_tflops_per_s"] * 1e12 / peak if peak else None
     timed = {k: r for k, r in zoo.items() if "images_per_s" in r}
     ok = "images_per_s" in torch_result
     result["ratio_zoo_over_torch"] = (
@@ -216,10 +222,11 @@ def compare(result: dict) -> None:
         if ok
         else None
     )
-    zoo_params = next((r["params"] for r in timed.values()), None)
-    result["params"] = {"zoo": zoo_params, "torch": torch_result.get("params")}
+    zoo_params = next((r["params"] for r in zoo.values() if "params" in r), None)
+    torch_params = torch_result.get("params")
+    result["params"] = {"zoo": zoo_params, "torch": torch_params}
     result["params_match_within_1pct"] = (
-        abs(torch_result["params"] - zoo_params) <= 0.01 * zoo_params if ok and zoo_params else None
+        abs(torch_params - zoo_params) <= 0.01 * zoo_params if zoo_params and torch_params else None
     )
 
 

@@ -8,13 +8,13 @@
 
 from __future__ import annotations
 
-import statistics
 import sys
 import time
 
 import jax
 import numpy as np
 from jaxpr_flops import jaxpr_flops
+from timing import record_times
 
 from zoo.diffusion.config import ddpm_config
 from zoo.diffusion.objective import build_objective
@@ -57,26 +57,26 @@ def _step_and_state(config):
     return objective, build_train_step(objective, graphs, seed=0), params, rest
 
 
-def bench_zoo(config, batch: dict, *, steps: int, warmup: int) -> dict:
-    """Compiles and times the train step; returns a JSON-able dict."""
+def bench_zoo(config, batch: dict, *, steps: int, warmup: int, out: dict) -> None:
+    """Compiles and times the train step, filling the JSON-able ``out`` as it goes."""
     objective, step_fn, params, rest = _step_and_state(config)
-    n_params = count_params(params)
+    out["params"] = count_params(params)
     state = jax.jit(lambda p, r: init_state(objective, p, r))(params, rest)
     del params, rest
     step = jax.jit(step_fn, static_argnums=2, donate_argnums=0)
-    name = config.unet.attention
+    name, b = config.unet.attention, config.data.batch_size
 
     t0 = time.perf_counter()
-    traced = step.trace(state, batch, ACTIVE)
-    lowered = traced.lower()
-    trace_s = time.perf_counter() - t0
+    lowered = step.trace(state, batch, ACTIVE).lower()
+    out["trace_lower_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     compiled = lowered.compile()
-    compile_s = time.perf_counter() - t0
+    out["compile_s"] = time.perf_counter() - t0
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    memory = compiled.memory_analysis()
-    log(f"zoo {name}: {n_params} params, trace+lower {trace_s:.1f} s, compile {compile_s:.1f} s")
+    out["xla_cost_analysis_flops"] = float(cost["flops"]) if cost and "flops" in cost else None
+    out["temp_bytes"] = getattr(compiled.memory_analysis(), "temp_size_in_bytes", None)
+    log(f"zoo {name}: {out['params']} params, compile {out['compile_s']:.1f} s")
 
     def run():
         nonlocal state
@@ -86,35 +86,22 @@ def bench_zoo(config, batch: dict, *, steps: int, warmup: int) -> dict:
         jax.block_until_ready((state.step, metrics))
         return time.perf_counter() - t0, metrics
 
-    first_s, _ = run()
+    out["first_step_s"], _ = run()
     for _ in range(max(warmup - 1, 0)):
         run()
     times = []
     for i in range(steps):
         dt, metrics = run()
         times.append(dt)
+        record_times(out, times, b)
         log(f"  zoo {name} step {i}: {1e3 * dt:.1f} ms")
+    out["final_loss"] = float(metrics["model/loss"])
     # Back to back, waited for once: the host dispatches step i+1 while step i runs.
     t0 = time.perf_counter()
     for _ in range(steps):
         state, metrics = compiled(state, batch)
     jax.block_until_ready((state.step, metrics))
-    pipelined_s = (time.perf_counter() - t0) / steps
-    median = statistics.median(times)
-    return {
-        "params": n_params,
-        "trace_lower_s": trace_s,
-        "compile_s": compile_s,
-        "first_step_s": first_s,
-        "step_ms_median": 1e3 * median,
-        "step_ms_min": 1e3 * min(times),
-        "step_ms_max": 1e3 * max(times),
-        "step_ms_pipelined": 1e3 * pipelined_s,
-        "images_per_s": config.data.batch_size / median,
-        "xla_cost_analysis_flops": float(cost["flops"]) if cost and "flops" in cost else None,
-        "temp_bytes": getattr(memory, "temp_size_in_bytes", None),
-        "final_loss": float(metrics["model/loss"]),
-    }
+    out["step_ms_pipelined"] = 1e3 * (time.perf_counter() - t0) / steps
 
 
 def model_flops(config, batch: dict) -> int:

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from zoo.nn import attention as attention_lib
 from zoo.nn.attention import MultiHeadAttention
+from zoo.nn.attention import attention as eager_attention
 
 # One compilation per call instead of one per eager op keeps the tests fast.
 attention = jax.jit(
-    attention_lib.attention, static_argnames=("impl", "chunk_size", "key_chunk_size", "causal")
+    eager_attention, static_argnames=("impl", "chunk_size", "key_chunk_size", "causal")
 )
 
 # Small chunks so that every code path runs: padded query chunks, and keys
@@ -25,26 +25,49 @@ CASES = {
 }
 
 
-def _qkv(n, m, b=2, h=2, d=8, seed=0):
-    kq, kk, kv = jax.random.split(jax.random.key(seed), 3)
-    return (
-        jax.random.normal(kq, (b, n, h, d)),
-        jax.random.normal(kk, (b, m, h, d)),
-        jax.random.normal(kv, (b, m, h, d)),
-    )
+# Inputs come from numpy: jax samplers would compile once per shape.
+RNG = np.random.default_rng(0)
+
+
+def _normal(*shape):
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+def _qkv(n, m, b=2, h=2, d=8):
+    return _normal(b, n, h, d), _normal(b, m, h, d), _normal(b, m, h, d)
 
 
 def _mask(n, m, b=2):
-    mask = jax.random.bernoulli(jax.random.key(1), 0.7, (b, 1, n, m))
-    return mask.at[:, :, 0, :].set(False)  # a fully masked row: uniform weights, not NaN
+    mask = RNG.random((b, 1, n, m)) < 0.7
+    mask[:, :, 0, :] = False  # a fully masked row: uniform weights, not NaN
+    return mask
 
 
-@pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("masked", [False, True])
-def test_implementations_agree(case, masked):
+def _key_padding_mask(m, b=2):
+    """[B, 1, 1, M]: the last keys of each sequence are padding (broadcast over queries)."""
+    return np.arange(m)[None, None, None, :] < np.array([m, m // 2])[:, None, None, None]
+
+
+@pytest.mark.parametrize(
+    "case,masking",
+    [
+        ("self_divisible", "none"),
+        ("self_ragged", "random+causal"),
+        ("cross_short_keys", "random+causal"),
+        ("cross_long_keys", "none"),
+        ("cross_long_keys", "random+causal"),
+        ("cross_long_keys", "key_padding"),
+    ],
+)
+def test_implementations_agree(case, masking):
+    """random+causal: a random [B, 1, N, M] mask with one fully masked row, and causal."""
     n, m = CASES[case]
     q, k, v = _qkv(n, m)
-    kw = dict(mask=_mask(n, m), causal=True) if masked else {}
+    kw = {
+        "none": {},
+        "random+causal": dict(mask=_mask(n, m), causal=True),
+        "key_padding": dict(mask=_key_padding_mask(m)),
+    }[masking]
     full = attention(q, k, v, impl="full", **kw)
     assert full.shape == (2, n, 2, 8)
     assert np.isfinite(full).all()
@@ -56,7 +79,7 @@ def test_implementations_agree(case, masked):
 def test_gradients_agree(case):
     n, m = CASES[case]
     q, k, v = _qkv(n, m)
-    cotangent = jax.random.normal(jax.random.key(2), (2, n, 2, 8))
+    cotangent = _normal(2, n, 2, 8)
     mask = _mask(n, m)
 
     def grads(**impl):
@@ -76,8 +99,7 @@ def test_unknown_impl_raises():
 
 
 def test_module_cross_attention_same_for_every_impl():
-    x = jax.random.normal(jax.random.key(0), (2, 10, 16))
-    context = jax.random.normal(jax.random.key(1), (2, 7, 12))
+    x, context = _normal(2, 10, 16), _normal(2, 7, 12)
     outs = []
     for impl in ("full", "chunked", "dot_product"):
         mha = MultiHeadAttention(

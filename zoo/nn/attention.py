@@ -2,8 +2,7 @@
 
 Three implementations of softmax(q k^T * scale) v, equal to ~1e-6 in float32:
 
-- ``"full"``: materialises the ``[B, heads, N, M]`` score tensor. The fastest
-  form on CPU for short sequences (a 16x16 feature map, 256 tokens).
+- ``"full"``: materialises the ``[B, heads, N, M]`` score tensor.
 - ``"chunked"``: memory-efficient attention (Rabe & Staats 2021,
   arXiv:2112.05682): queries are processed ``chunk_size`` at a time under
   ``lax.map``, each chunk rematerialised in the backward pass
@@ -14,6 +13,13 @@ Three implementations of softmax(q k^T * scale) v, equal to ~1e-6 in float32:
 - ``"dot_product"``: :func:`jax.nn.dot_product_attention`; on GPU with
   bfloat16/float16 inputs it asks for cuDNN flash attention and falls back to
   XLA where cuDNN does not support the shapes.
+
+Which to pick (fwd+bwd times measured in Nov 2026 with jax 0.10-0.11):
+at 256 tokens (a 16x16 map) "full" is fastest everywhere: on 2 CPU cores the
+chunked form costs ~1.2-1.3x (no fused attention on XLA:CPU, so chunking only
+adds loop overhead), and on an H200 cuDNN is ~2x slower than XLA's plain
+einsums. At 4096 tokens (64x64) "chunked" matches "full" on CPU with ~20x less
+temporary memory, and on GPU in bfloat16 "dot_product" (cuDNN) is 4x faster.
 
 Layout follows :func:`jax.nn.dot_product_attention`: ``[batch, length, heads,
 head_dim]``. Softmax always runs in float32, whatever the compute dtype.
@@ -45,7 +51,7 @@ def attention(
     *,
     impl: Impl = "full",
     chunk_size: int = 64,
-    key_chunk_size: int = 1024,
+    key_chunk_size: int = 4096,
     mask: jax.Array | None = None,
     causal: bool = False,
     scale: float | None = None,
@@ -59,7 +65,9 @@ def attention(
       impl: ``"full"``, ``"chunked"`` or ``"dot_product"`` (module docstring).
       chunk_size: queries per chunk for ``"chunked"``.
       key_chunk_size: ``"chunked"`` attends to at most this many keys at once;
-        longer key sequences are scanned with an online softmax.
+        longer key sequences are scanned with an online softmax (4096, as in
+        Rabe & Staats: the scan's backward pass is slow on CPU, so it only
+        starts where one block's scores would grow large).
       mask: bool, broadcastable to ``[B, heads, N, M]``; True = may attend.
       causal: query i attends only to keys j <= i.
       scale: score scale, default ``D ** -0.5``.
