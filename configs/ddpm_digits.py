@@ -31,7 +31,7 @@ def get_config(arg: str | None = None):
             steps=5000,
             log_every=100,
             sample_every=1000,
-            eval_every=2000,
+            eval_every=2500,
             checkpoint_every=1000,
             num_samples=100,
         )
