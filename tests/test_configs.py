@@ -30,7 +30,11 @@ def test_ddpm_cifar10_paper_settings():
     d = c.diffusion
     assert (d.schedule, d.timesteps, d.beta_start, d.beta_end) == ("linear", 1000, 1e-4, 0.02)
     assert (c.optim.name, c.optim.lr, c.optim.warmup_steps, c.optim.grad_clip) == (
-        "adam", 2e-4, 5000, 1.0)
+        "adam",
+        2e-4,
+        5000,
+        1.0,
+    )
     assert (c.data.batch_size, c.ema_decay, c.data.name) == (128, 0.9999, "cifar10")
 
 
