@@ -82,7 +82,26 @@ class IndexedImages:
         return batch
 
 
-class TrainSource:
+class _ExamplesView:
+    """What both sources report about the examples they read."""
+
+    _examples: Examples
+
+    @property
+    def num_examples(self) -> int:
+        """N, the number of examples in the split (an epoch)."""
+        return self._examples.num_examples
+
+    @property
+    def num_classes(self) -> int | None:
+        return self._examples.num_classes
+
+    @property
+    def element_spec(self) -> ElementSpec:
+        return self._examples.element_spec
+
+
+class TrainSource(_ExamplesView):
     """This process's share of each training step, a pure function of (seed, step).
 
     Global position g = step * examples_per_step + j, j in [0, examples_per_step). Epoch
@@ -117,19 +136,6 @@ class TrainSource:
         self._offset = process_index * self.per_process
         self.random_flip = random_flip
         self._permutations: dict[int, np.ndarray] = {}
-
-    @property
-    def num_examples(self) -> int:
-        """N, the number of training examples (an epoch)."""
-        return self._examples.num_examples
-
-    @property
-    def num_classes(self) -> int | None:
-        return self._examples.num_classes
-
-    @property
-    def element_spec(self) -> ElementSpec:
-        return self._examples.element_spec
 
     def _permutation(self, epoch: int) -> np.ndarray:
         # A step straddles at most a few epochs; keep only the recent ones.
@@ -176,23 +182,11 @@ class TrainSource:
         }
 
 
-class EvalSource:
+class EvalSource(_ExamplesView):
     """The held-out split in a fixed order (0, 1, ..., N-1), without augmentation."""
 
     def __init__(self, examples: Examples):
         self._examples = examples
-
-    @property
-    def num_examples(self) -> int:
-        return self._examples.num_examples
-
-    @property
-    def num_classes(self) -> int | None:
-        return self._examples.num_classes
-
-    @property
-    def element_spec(self) -> ElementSpec:
-        return self._examples.element_spec
 
     def batches(self, batch_size: int, num_examples: int | None = None) -> Iterator[Batch]:
         """Yield the first `num_examples` (default: all) examples in batches of `batch_size`.

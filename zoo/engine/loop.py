@@ -35,6 +35,12 @@ log = logging.getLogger(__name__)
 SampleEval = Callable[[np.ndarray], dict[str, float]]
 
 
+def numeric(batch: dict) -> dict[str, np.ndarray]:
+    """The fields that go to devices: numbers, not strings (captions stay on the host)."""
+    arrays = {k: np.asarray(v) for k, v in batch.items()}
+    return {k: v for k, v in arrays.items() if v.dtype.kind in "biuf"}
+
+
 class Preemption:
     """Turns SIGTERM/SIGINT into a flag the loop polls; a second SIGINT aborts."""
 
@@ -98,7 +104,7 @@ class Trainer:
             keep=int(train.get("keep_checkpoints", 3)),
             async_save=bool(train.get("async_checkpoint", True)),
         )
-        self._sampler = None
+        self._sampler = self._evaluator = self._eval_source = None
 
     # -- state -------------------------------------------------------------
     def restore_or_init(self):
@@ -112,6 +118,7 @@ class Trainer:
         return self.runner.replicate(state), step
 
     def save(self, state, step: int) -> None:
+        self._check_finite(state)  # never checkpoint a state frozen by a NaN
         self.checkpointer.save(
             step, self.runner.unreplicate(state), self.config.to_dict(), self.source.state(step)
         )
@@ -119,8 +126,7 @@ class Trainer:
     # -- batches -----------------------------------------------------------
     def host_batch(self, step: int) -> dict[str, np.ndarray]:
         """This process's examples of ``step`` laid out as [S, A, B, ...]."""
-        raw = self.source.batch(step)
-        local = {k: v for k, v in raw.items() if np.asarray(v).dtype.kind in "biuf"}
+        local = numeric(self.source.batch(step))
         n = len(next(iter(local.values())))
         offset = jax.process_index() * n
         local["example_id"] = np.arange(offset, offset + n, dtype=np.int32)
@@ -166,22 +172,24 @@ class Trainer:
         return metrics
 
     def _held_out_metrics(self, state) -> dict[str, float]:
-        evaluate, graphs = self.objective.evaluate, self.graphs
-        fn = jax.jit(lambda p, r, b, key: evaluate(Models(graphs, p, r), b, key))
+        if self._evaluator is None:
+            evaluate, graphs = self.objective.evaluate, self.graphs
+            self._evaluator = jax.jit(lambda p, r, b, key: evaluate(Models(graphs, p, r), b, key))
+            self._eval_source = zdata.make_eval_source(self.config.data)
         params, rest = self.eval_params(state)
         cfg = self.config.eval
         batch_size = int(cfg.batch_size) - int(cfg.batch_size) % jax.device_count()
         totals: dict[str, float] = {}
         seen = 0
         key = jax.random.key(int(self.config.seed) + 2)
-        source = zdata.make_eval_source(self.config.data)
-        for i, batch in enumerate(source.batches(batch_size, int(cfg.num_examples) or None)):
-            batch = {k: v for k, v in batch.items() if np.asarray(v).dtype.kind in "biuf"}
+        batches = self._eval_source.batches(batch_size, int(cfg.num_examples) or None)
+        for i, batch in enumerate(batches):
+            batch = numeric(batch)
             n = len(next(iter(batch.values())))
             if n % jax.device_count():
                 break  # a ragged last batch does not shard; skip it
             placed = self.runner.put_examples(batch)
-            out = jax.device_get(fn(params, rest, placed, jax.random.fold_in(key, i)))
+            out = jax.device_get(self._evaluator(params, rest, placed, jax.random.fold_in(key, i)))
             for k, v in out.items():
                 totals[k] = totals.get(k, 0.0) + float(v) * n
             seen += n
@@ -272,10 +280,20 @@ class Trainer:
         host = [self.runner.metrics_to_host(m) for m in pending]
         keys = sorted({k for m in host for k in m})
         summary = {k: float(np.mean([m[k] for m in host if k in m])) for k in keys}
+        summary["steps_per_sec"] = steps_per_sec
+        self.writer.scalars(step, summary)  # first, so the log shows the NaN
+        self._check_finite(state)
+        return summary
+
+    def _check_finite(self, state) -> None:
+        """Stop (in ``on_nonfinite="stop"`` mode) once a player's update was non-finite."""
+        if self.config.train.get("on_nonfinite", "stop") != "stop":
+            return
         nonfinite = np.asarray(jax.device_get(self.runner.unreplicate(state).nonfinite))
-        if self.config.train.get("on_nonfinite", "stop") == "stop" and (nonfinite >= 0).any():
+        if (nonfinite >= 0).any():
             i = int(np.argmax(nonfinite >= 0))
             player = self.objective.players[i].name
+            self.checkpointer.wait()
             saved = self.checkpointer.steps()
             self.checkpointer.close()
             raise FloatingPointError(
@@ -284,6 +302,3 @@ class Trainer:
                 f"Checkpoints on disk: {saved}. Lower optim.lr, or set "
                 f"train.on_nonfinite='skip' to drop such updates and go on."
             )
-        summary["steps_per_sec"] = steps_per_sec
-        self.writer.scalars(step, summary)
-        return summary
