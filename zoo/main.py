@@ -28,7 +28,8 @@ def sample_evals(config, workdir: str) -> tuple:
         image_size=int(config.data.image_size),
         cache_path=os.path.join(workdir, "digits_classifier.npz"),
     )
-    return (lambda images: digits_frechet_distance(images, features),)
+    accuracy = {"classifier_accuracy": features.held_out_accuracy}
+    return (lambda images: {**digits_frechet_distance(images, features), **accuracy},)
 
 
 def run(config, workdir: str):
