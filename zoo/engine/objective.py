@@ -37,9 +37,9 @@ from flax import nnx
 class Context(NamedTuple):
     """What a loss knows about where it runs.
 
-    rng: a PRNG key for this player, step, substep and microbatch; identical
-        on every device (use :func:`zoo.engine.rng.example_keys` for
-        per-example draws).
+    rng: a PRNG key for this step, player and substep; identical on every
+        device and every microbatch (use :func:`zoo.engine.rng.example_keys`
+        for per-example draws, which differ across microbatches).
     step: int32 scalar, the train step (0-based) being computed.
     substep: int32 scalar, the index j of this player's k updates.
     example_ids: int32 ``[B]``, global positions of this batch's examples.

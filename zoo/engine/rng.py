@@ -34,7 +34,11 @@ def per_example(ctx: Context, draw, *args, **kwargs) -> jax.Array:
 
 
 def shared_key(ctx: Context, name: str) -> jax.Array:
-    """A key shared by the whole batch (e.g. dropout masks), named by purpose."""
+    """A key shared by the whole batch (e.g. dropout masks), named by purpose.
+
+    The same for every microbatch of a substep and, under pmap, every device:
+    draws that must differ per example belong in :func:`per_example`.
+    """
     # crc32, not hash(): Python salts str hashes per process, which would make
     # a resumed run draw different masks.
     return jax.random.fold_in(ctx.rng, zlib.crc32(name.encode()) % (2**31))
