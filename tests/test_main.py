@@ -64,7 +64,7 @@ def test_batch_not_divisible_by_devices(monkeypatch):
         parallel.check_batch_layout(12, 1, "jit")
     with pytest.raises(ValueError, match="microbatches"):
         parallel.check_batch_layout(16, 3, "jit")
-    with pytest.raises(ValueError, match="train.parallel"):
+    with pytest.raises(ValueError, match="parallel=.pjit"):
         parallel.check_batch_layout(16, 1, "pjit")
     parallel.check_batch_layout(16, 2, "pmap")
 

@@ -39,10 +39,10 @@ def main():
             sample_every=0,
             eval_every=0,
             checkpoint_every=args.checkpoint_every or args.steps,
-            parallel=args.parallel,
         )
     )
     c.optim.microbatches = args.microbatches
+    c.parallel = args.parallel
     c.eval.num_samples = 0
     state = run(c, args.workdir)
     if args.parallel == "pmap":

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 REQUIRED = {
-    "": ("model", "seed", "data", "train", "optim"),
+    "": ("model", "seed", "parallel", "data", "train", "optim"),
     "data": ("name", "batch_size"),
-    "train": ("steps", "parallel", "log_every", "checkpoint_every"),
+    "train": ("steps", "log_every", "checkpoint_every"),
     "optim": ("name", "lr"),
 }
 
@@ -33,6 +33,7 @@ def base_config():
     c = ml_collections.ConfigDict()
     c.model = ""
     c.seed = 0
+    c.parallel = "jit"  # or "pmap": the same step under jax.pmap
     c.ema_decay = 0.0
     c.data = ml_collections.ConfigDict(
         dict(
@@ -49,7 +50,6 @@ def base_config():
     c.train = ml_collections.ConfigDict(
         dict(
             steps=1000,
-            parallel="jit",  # or "pmap"
             on_nonfinite="stop",  # or "skip"
             log_every=50,
             sample_every=0,  # 0: only at the end

@@ -7,6 +7,7 @@ bar. Everything here is family-agnostic; a family only provides an objective.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -75,8 +76,8 @@ class Trainer:
         self.microbatches = int(config.optim.get("microbatches", 1))
         self.substeps = objective.substeps
         global_batch = int(config.data.batch_size)
-        parallel.check_batch_layout(global_batch, self.microbatches, train.parallel)
-        self.runner = parallel.Runner(train.parallel)
+        parallel.check_batch_layout(global_batch, self.microbatches, config.parallel)
+        self.runner = parallel.Runner(config.parallel)
         self.source = zdata.make_source(
             config.data,
             seed=int(config.seed),
@@ -86,17 +87,20 @@ class Trainer:
         )
         self.graphs, params, rest = split_modules(objective.modules)
         self.num_params = {role: count_params(p) for role, p in params.items()}
-        self._init = lambda: init_state(objective, params, rest)
+        # Variables go in as arguments: closed over, they would be baked into the
+        # init program as constants (slow to compile for large models).
+        self._init = functools.partial(init_state, objective)
+        self._variables = (params, rest)
         self.abstract_state = jax.tree.map(
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.runner.replicated),
-            jax.eval_shape(self._init),
+            jax.eval_shape(self._init, *self._variables),
         )
         step_fn = build_train_step(
             objective,
             self.graphs,
             seed=int(config.seed),
             on_nonfinite=train.get("on_nonfinite", "stop"),
-            axis_name=parallel.AXIS if train.parallel == "pmap" else None,
+            axis_name=parallel.AXIS if config.parallel == "pmap" else None,
         )
         self.run_step = self.runner.compile_step(step_fn, self.abstract_state)
         self.checkpointer = Checkpointer(
@@ -111,7 +115,7 @@ class Trainer:
         """Resume from the workdir's newest readable checkpoint, else initialise."""
         restored = self.checkpointer.restore_latest(self.abstract_state)
         if restored is None:
-            return self.runner.init_state(self._init), 0
+            return self.runner.init_state(self._init, *self._variables), 0
         state, _, data_state = restored
         step = int(data_state["step"])
         log.info("resumed from step %d in %s", step, self.checkpointer.directory)
@@ -210,7 +214,7 @@ class Trainer:
             "parameters per role: %s; devices: %d (%s)",
             self.num_params,
             jax.device_count(),
-            cfg.parallel,
+            self.config.parallel,
         )
         every = {
             k: int(cfg.get(k, 0))

@@ -24,9 +24,9 @@ AXIS = "data"
 def maybe_initialize_distributed() -> None:
     """Join a multi-host run when the launcher set the coordinator variables.
 
-    On TPU pods and SLURM/GPU clusters ``jax.distributed.initialize()`` finds
-    its peers itself; on CPU, several localhost processes can be started with
-    JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID.
+    Every process needs JAX_COORDINATOR_ADDRESS (host:port of process 0),
+    JAX_NUM_PROCESSES and JAX_PROCESS_ID; on CPU, several localhost processes
+    started that way form one run.
     """
     if "JAX_COORDINATOR_ADDRESS" in os.environ and jax.process_count() == 1:
         jax.distributed.initialize(
@@ -51,7 +51,7 @@ def enable_compilation_cache(default_dir: str = "~/.cache/zoo/xla") -> None:
 def check_batch_layout(global_batch: int, microbatches: int, mode: str) -> None:
     """Clear errors, before compiling, for batches that don't fit the devices."""
     if mode not in PARALLEL_MODES:
-        raise ValueError(f"train.parallel={mode!r}; choose one of {PARALLEL_MODES}")
+        raise ValueError(f"parallel={mode!r}; choose one of {PARALLEL_MODES}")
     devices, processes = jax.device_count(), jax.process_count()
     if microbatches < 1 or global_batch % microbatches:
         raise ValueError(
@@ -106,9 +106,9 @@ class Runner:
         return {k: jax.device_put(np.asarray(v), sharding) for k, v in batch.items()}
 
     # -- state -----------------------------------------------------------
-    def init_state(self, init_fn: Callable[[], Any]) -> Any:
-        """Run ``init_fn`` under jit straight into its placement."""
-        state = jax.jit(init_fn, out_shardings=self.replicated)()
+    def init_state(self, init_fn: Callable[..., Any], *args) -> Any:
+        """Run ``init_fn(*args)`` under jit straight into its placement."""
+        state = jax.jit(init_fn, out_shardings=self.replicated)(*args)
         return self.replicate(state) if self.mode == "pmap" else state
 
     def replicate(self, state):
