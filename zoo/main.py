@@ -9,7 +9,6 @@ Running the same command again resumes from the workdir's latest checkpoint.
 from __future__ import annotations
 
 import logging
-import os
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -18,30 +17,17 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:va
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, logs and samples go.")
 
 
-def sample_evals(config, workdir: str) -> tuple:
-    """Sample-quality metrics that fit the dataset (digits: Fréchet distance)."""
-    if config.data.name != "digits" or not config.get("eval", {}).get("num_samples", 0):
-        return ()
-    from zoo.evals.digits_classifier import DigitsFeatures, digits_frechet_distance
-
-    features = DigitsFeatures.train(
-        image_size=int(config.data.image_size),
-        cache_path=os.path.join(workdir, "digits_classifier.npz"),
-    )
-    accuracy = {"classifier_accuracy": features.held_out_accuracy}
-    return (lambda images: {**digits_frechet_distance(images, features), **accuracy},)
-
-
 def run(config, workdir: str):
     """Validate, build the objective, train; returns the final train state."""
     from zoo import data, registry
     from zoo.engine.config import check_config
     from zoo.engine.loop import Trainer
+    from zoo.evals.sample_metrics import sample_metrics
 
     check_config(config)
     data.check_data_config(config.data)
     objective = registry.build_objective(config)
-    trainer = Trainer(config, workdir, objective, sample_evals=sample_evals(config, workdir))
+    trainer = Trainer(config, workdir, objective, sample_evals=sample_metrics(config, workdir))
     return trainer.train()
 
 

@@ -12,6 +12,12 @@ from zoo.engine.objective import Objective
 
 OBJECTIVES = {
     "ddpm": "zoo.diffusion.objective:build_objective",
+    "gan": "zoo.gan.objective:build_objective",
+    "dcgan": "zoo.gan.objective:build_objective",
+    "stylegan2": "zoo.gan.objective:build_objective",
+    "gigagan": "zoo.gan.objective:build_objective",
+    "styleswin": "zoo.gan.objective:build_objective",
+    "nerf": "zoo.nerf.objective:build_objective",
 }
 
 

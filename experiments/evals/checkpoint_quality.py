@@ -22,7 +22,7 @@ from zoo.diffusion.likelihood import prior_bpd, vlb_terms
 from zoo.diffusion.objective import schedule_from_config
 from zoo.engine.loop import Trainer
 from zoo.engine.step import Models
-from zoo.main import sample_evals
+from zoo.evals.sample_metrics import sample_metrics
 
 
 def exact_bound(trainer, state, config, n: int) -> dict:
@@ -70,14 +70,14 @@ def main():
         config,
         args.workdir,
         registry.build_objective(config),
-        sample_evals=sample_evals(config, args.workdir),
+        sample_evals=sample_metrics(config, args.workdir),
     )
     state, step = trainer.restore_or_init()
     if step == 0:
         raise SystemExit(f"no checkpoint in {args.workdir}")
-    images = trainer.samples(state, args.num, seed_offset=12345)
+    samples = trainer.samples(state, args.num, seed_offset=12345)
     result = {"step": step, "sampler": args.sampler, "num_samples": args.num}
-    result.update(trainer.sample_evals[0](images))
+    result.update(trainer.sample_evals[0](samples))
     if args.exact_bpd:
         result["exact_bound"] = exact_bound(trainer, state, config, args.exact_bpd)
     print(json.dumps(result))

@@ -4,6 +4,7 @@ import dataclasses
 
 import jax.numpy as jnp
 import pytest
+from PIL import Image
 
 from configs.ddpm_digits import get_config
 from zoo import registry
@@ -34,3 +35,27 @@ def test_nan_loss_stops_with_step_and_player(tmp_path):
 def test_numeric_keeps_numbers_only():
     batch = numeric({"image": [[0.5]], "label": [3], "caption": ["a red circle"]})
     assert sorted(batch) == ["image", "label"]
+
+
+def test_dict_samples_and_figures_are_written(tmp_path):
+    c = get_config("tiny")
+    c.train.update(dict(steps=2, log_every=1, checkpoint_every=2, sample_every=2, eval_every=0))
+    c.train.num_samples = 4
+    c.eval.num_samples = 0
+    base = registry.build_objective(c)
+
+    def sample(models, rng, n):
+        return {"image": base.sample(models, rng, n), "label": jnp.arange(n)}
+
+    def table(models, rng):  # 2 rows x 3 columns of constant tiles
+        return jnp.linspace(-1.0, 1.0, 6).reshape(2, 3, 1, 1, 1) * jnp.ones((2, 3, 8, 8, 1))
+
+    objective = dataclasses.replace(base, sample=sample, figures={"table": table})
+    trainer = Trainer(c, str(tmp_path), objective)
+    state = trainer.train()
+    samples = trainer.samples(state, 4)
+    assert samples["image"].shape == (4, 8, 8, 1) and list(samples["label"]) == [0, 1, 2, 3]
+    grid = Image.open(tmp_path / "samples" / "table_step_0000002.png")
+    # 3 columns and 2 rows of upscaled 8x8 tiles: wider than tall
+    assert grid.width > grid.height
+    assert (tmp_path / "samples" / "step_0000002.png").exists()

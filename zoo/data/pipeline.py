@@ -5,14 +5,18 @@
 
 from types import ModuleType
 
-from zoo.data import digits, image_folder, npz, options, shapes, tfds_source
+from zoo.data import digits, image_folder, npz, options, ring, shapes, tfds_source
 from zoo.data.sources import EvalSource, Examples, TrainSource
+from zoo.nerf import blender, llff
 
 BUNDLED: dict[str, ModuleType] = {
     "digits": digits,
     "shapes": shapes,
     "image_folder": image_folder,
     "npz": npz,
+    "ring": ring,
+    "blender": blender,
+    "llff": llff,
 }
 
 

@@ -8,9 +8,11 @@ shared (area-aware bicubic) resize, which anti-aliases the edges. Native channel
 
 Sizes: `data.num_train` (default 10000) and `data.num_eval` (default 1000); the two splits come
 from different random streams. Batches carry `caption` (`[B]` object array of str), the int32
-attribute indices `shape`, `color`, `position`, and `label`, the index of the attribute triple
-(see `label_of`), for class-conditional models. Mirroring would turn "left" into "right", so
-`random_flip` is refused.
+attribute indices `shape`, `color`, `position`, `label`, the index of the attribute triple
+(see `label_of`), for class-conditional models, and `tokens` (`[B, SHAPES_MAX_LEN]` int32, the
+caption encoded by `SHAPES_TOKENIZER`, a `zoo.data.text.WordTokenizer` over `VOCABULARY`; 0 is
+padding) for text-conditional ones. Mirroring would turn "left" into "right", so `random_flip`
+is refused.
 """
 
 import numpy as np
@@ -18,6 +20,7 @@ from PIL import Image, ImageDraw
 
 from zoo.data import options
 from zoo.data.preprocess import prepare_image
+from zoo.data.text import WordTokenizer, words_of
 
 SHAPES = ("circle", "square", "triangle")
 COLORS = ("red", "green", "blue", "yellow", "purple", "white")
@@ -47,6 +50,22 @@ def caption(shape: int | str, color: int | str, position: int | str) -> str:
     color = COLORS[color] if isinstance(color, int | np.integer) else color
     position = POSITIONS[position] if isinstance(position, int | np.integer) else position
     return f"a {color} {shape} at the {position}"
+
+
+def _vocabulary() -> tuple[tuple[str, ...], int]:
+    """(every word of every caption, in order of first use; the longest caption in words)."""
+    words, longest = {}, 0
+    for s in range(len(SHAPES)):
+        for c in range(len(COLORS)):
+            for p in range(len(POSITIONS)):
+                caption_words = words_of(caption(s, c, p))
+                words.update(dict.fromkeys(caption_words))
+                longest = max(longest, len(caption_words))
+    return tuple(words), longest
+
+
+VOCABULARY, SHAPES_MAX_LEN = _vocabulary()  # 17 words; 7 ("a red circle at the top left")
+SHAPES_TOKENIZER = WordTokenizer(VOCABULARY)
 
 
 def label_of(shape: int, color: int, position: int) -> int:
@@ -109,6 +128,7 @@ class ShapesExamples:
             "shape": ((), np.dtype(np.int32)),
             "color": ((), np.dtype(np.int32)),
             "position": ((), np.dtype(np.int32)),
+            "tokens": ((SHAPES_MAX_LEN,), np.dtype(np.int32)),
         }
 
     def example(self, i: int) -> dict:
@@ -135,6 +155,7 @@ class ShapesExamples:
         for key in ("label", "shape", "color", "position"):
             batch[key] = np.array([e[key] for e in examples], np.int32)
         batch["caption"] = np.array([e["caption"] for e in examples], dtype=object)
+        batch["tokens"] = SHAPES_TOKENIZER.encode(batch["caption"], SHAPES_MAX_LEN)
         return batch
 
 

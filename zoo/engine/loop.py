@@ -32,8 +32,9 @@ from zoo.engine.writers import MetricWriter, image_grid, save_image_grid
 
 log = logging.getLogger(__name__)
 
-# Extra evaluations on generated samples: images [N, H, W, C] in [-1, 1] -> metrics.
-SampleEval = Callable[[np.ndarray], dict[str, float]]
+# Extra evaluations on generated samples: {"image": [N, H, W, C] in [-1, 1], and any
+# conditioning fields the objective's sample returned} -> metrics.
+SampleEval = Callable[[dict[str, np.ndarray]], dict[str, float]]
 
 
 def numeric(batch: dict) -> dict[str, np.ndarray]:
@@ -108,7 +109,7 @@ class Trainer:
             keep=int(train.get("keep_checkpoints", 3)),
             async_save=bool(train.get("async_checkpoint", True)),
         )
-        self._sampler = self._evaluator = self._eval_source = None
+        self._sampler = self._evaluator = self._eval_source = self._figures = None
 
     # -- state -------------------------------------------------------------
     def restore_or_init(self):
@@ -143,7 +144,8 @@ class Trainer:
         state = self.runner.unreplicate(state)
         return {**state.params, **state.ema}, state.rest
 
-    def samples(self, state, n: int, seed_offset: int = 0) -> np.ndarray:
+    def samples(self, state, n: int, seed_offset: int = 0) -> dict[str, np.ndarray]:
+        """``n`` samples from the EMA params: ``{"image": [n, H, W, C], ...}`` (see Objective)."""
         if self._sampler is None:
             sample = self.objective.sample
             graphs: Graphs = self.graphs
@@ -152,25 +154,53 @@ class Trainer:
             )
         params, rest = self.eval_params(state)
         key = jax.random.fold_in(jax.random.key(int(self.config.seed) + 1), seed_offset)
-        return np.asarray(jax.device_get(self._sampler(params, rest, key, n)))
+        out = jax.device_get(self._sampler(params, rest, key, n))
+        out = out if isinstance(out, dict) else {"image": out}
+        return {k: np.asarray(v) for k, v in out.items()}
+
+    def figures(self, state) -> dict[str, np.ndarray]:
+        """The objective's extra pictures: name -> ``[R, C, H, W, ch]`` in [-1, 1]."""
+        if not self.objective.figures:
+            return {}
+        if self._figures is None:
+            graphs: Graphs = self.graphs
+            self._figures = {
+                name: jax.jit(lambda p, r, key, f=fn: f(Models(graphs, p, r), key))
+                for name, fn in self.objective.figures.items()
+            }
+        params, rest = self.eval_params(state)
+        key = jax.random.key(int(self.config.seed) + 3)
+        return {
+            name: np.asarray(jax.device_get(fn(params, rest, key)))
+            for name, fn in self._figures.items()
+        }
 
     def write_samples(self, state, step: int) -> None:
-        if self.objective.sample is None:
+        if self.objective.sample is None and not self.objective.figures:
             return
-        images = self.samples(state, int(self.config.train.num_samples))
+        pictures = {}
+        if self.objective.sample is not None:
+            images = self.samples(state, int(self.config.train.num_samples)).get("image")
+            if images is not None:
+                pictures["samples"] = (images, None)
+        for name, table in self.figures(state).items():
+            rows, cols = table.shape[:2]
+            pictures[name] = (table.reshape(rows * cols, *table.shape[2:]), cols)
         if jax.process_index() == 0:
-            path = os.path.join(self.workdir, "samples", f"step_{step:07d}.png")
-            save_image_grid(path, images)
-            self.writer.images(step, "samples", image_grid(images))
+            for name, (images, ncol) in pictures.items():
+                prefix = "" if name == "samples" else f"{name}_"
+                path = os.path.join(self.workdir, "samples", f"{prefix}step_{step:07d}.png")
+                save_image_grid(path, images, ncol=ncol)
+                self.writer.images(step, name, image_grid(images, ncol=ncol))
 
     def evaluate(self, state, step: int) -> dict[str, float]:
         metrics: dict[str, float] = {}
         if self.objective.evaluate is not None:
             metrics.update(self._held_out_metrics(state))
         if self.sample_evals and self.objective.sample is not None:
-            images = self.samples(state, int(self.config.eval.num_samples), seed_offset=step + 1)
+            samples = self.samples(state, int(self.config.eval.num_samples), seed_offset=step + 1)
             for fn in self.sample_evals:
-                metrics.update(fn(images))
+                metrics.update(fn(samples))
         if metrics:
             self.writer.scalars(step, {f"eval/{k}": v for k, v in metrics.items()})
         return metrics
@@ -250,11 +280,12 @@ class Trainer:
                 if last or (every["log_every"] and step % every["log_every"] == 0):
                     now = time.perf_counter()
                     summary = self._log(state, step, pending, steps_since / (now - last_log))
+                    # One loss per player: "model", or "discriminator" and "generator".
                     bar.set_postfix(
                         {
-                            k.split("/")[-1]: f"{v:.4g}"
+                            k.split("/")[0]: f"{v:.4g}"
                             for k, v in summary.items()
-                            if k.endswith("loss")
+                            if k.endswith("/loss")
                         }
                     )
                     pending, steps_since, last_log = [], 0, time.perf_counter()

@@ -86,6 +86,14 @@ class Objective:
     players: run in this order inside one train step.
     sample: ``(models, rng, n) -> [n, H, W, C] in [-1, 1]``, called with the
         EMA parameters where a role has them; None if the family has no images.
+        It may instead return a dict of ``[n, ...]`` arrays: ``"image"`` (if
+        any) is what the grids show, and the other fields (the labels or
+        attributes each sample was conditioned on, 2-D points, ...) reach the
+        sample-quality evals next to it.
+    figures: name -> ``(models, rng) -> [R, C, H, W, ch] in [-1, 1]``: extra
+        pictures written next to the sample grids as an R x C grid (a
+        style-mixing table, a truncation sweep, a render beside its ground
+        truth), with the same parameters as ``sample``.
     evaluate: ``(models, batch, rng) -> dict of scalar metrics`` on held-out
         data, or None.
     frozen: loaded, never-updated parts (a stage-1 tokenizer, a text encoder).
@@ -98,6 +106,7 @@ class Objective:
     sample: Callable | None = None
     evaluate: Callable | None = None
     frozen: dict[str, Any] = dataclasses.field(default_factory=dict)
+    figures: dict[str, Callable] = dataclasses.field(default_factory=dict)
 
     @property
     def substeps(self) -> int:

@@ -1,8 +1,9 @@
 """Optimizers from a config: optax transformations with clipping and schedules.
 
 ``config.optim`` fields: name ('adam' | 'adamw' | 'sgd'), lr, b1, b2, eps,
-weight_decay, warmup_steps, schedule ('constant' | 'cosine' | 'linear'),
-decay_steps (0: the run's total steps), end_lr_factor, grad_clip (global norm;
+weight_decay, warmup_steps, schedule ('constant' | 'cosine' | 'linear' |
+'exponential'), decay_steps (0: the run's total steps), end_lr_factor (the
+rate at the end of the decay, as a fraction of lr), grad_clip (global norm;
 0 disables).
 """
 
@@ -11,11 +12,11 @@ from __future__ import annotations
 import optax
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "cosine", "linear")
+SCHEDULES = ("constant", "cosine", "linear", "exponential")
 
 
 def learning_rate(cfg, total_steps: int) -> optax.Schedule:
-    """Warm-up (linear from 0) then constant, cosine or linear decay."""
+    """Warm-up (linear from 0) then constant, cosine, linear or exponential decay."""
     if cfg.schedule not in SCHEDULES:
         raise ValueError(f"optim.schedule={cfg.schedule!r}; choose one of {SCHEDULES}")
     warmup = int(cfg.get("warmup_steps", 0))
@@ -25,8 +26,12 @@ def learning_rate(cfg, total_steps: int) -> optax.Schedule:
         after = optax.constant_schedule(cfg.lr)
     elif cfg.schedule == "cosine":
         after = optax.cosine_decay_schedule(cfg.lr, decay_steps, alpha=end / cfg.lr)
-    else:
+    elif cfg.schedule == "linear":
         after = optax.linear_schedule(cfg.lr, end, decay_steps)
+    else:  # lr * end_lr_factor ** (t / decay_steps), e.g. NeRF's 5e-4 -> 5e-5
+        if end <= 0:
+            raise ValueError("optim.schedule='exponential' needs optim.end_lr_factor > 0")
+        after = optax.exponential_decay(cfg.lr, decay_steps, end / cfg.lr)
     if warmup == 0:
         return after
     return optax.join_schedules([optax.linear_schedule(0.0, cfg.lr, warmup), after], [warmup])

@@ -1,0 +1,163 @@
+"""Render a trained NeRF: every held-out view beside its ground truth, PSNR/SSIM, a turntable.
+
+    python -m zoo.nerf.render --workdir=runs/lego
+    python -m zoo.nerf.render --workdir=runs/lego --split=val --frames=120 --chunk=8192 --out=/tmp/r
+
+Reads ``<workdir>/config.json``, restores the newest checkpoint (the EMA copy
+where the run kept one) and writes to ``--out`` (default ``<workdir>/render``):
+``<split>_NNN.png`` (render | ground truth), ``<split>_metrics.json`` (per-view
+and mean PSNR/SSIM) and ``turntable.gif`` (``--frames`` poses of the scene's
+render path; 0 skips it).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+
+import jax
+import ml_collections
+import numpy as np
+from absl import app, flags
+from flax import nnx
+from PIL import Image
+from tqdm.auto import tqdm
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A run directory written by zoo.main.")
+_SPLIT = flags.DEFINE_string("split", "test", "Held-out split to render: test or val.")
+_FRAMES = flags.DEFINE_integer("frames", 60, "Turntable frames (0: no GIF).")
+_CHUNK = flags.DEFINE_integer("chunk", 0, "Rays per render step (0: config nerf.render_chunk).")
+_OUT = flags.DEFINE_string("out", "", "Output directory (default <workdir>/render).")
+
+
+def restore_field(workdir: str):
+    """``(config, module, step)``: the run's config, its trained NeRF module, the checkpoint step.
+
+    Raises FileNotFoundError when the workdir has no config.json or no checkpoint.
+    """
+    from zoo import registry
+    from zoo.engine.checkpoint import Checkpointer
+    from zoo.engine.parallel import Runner
+    from zoo.engine.state import init_state, split_modules
+    from zoo.nerf.objective import ROLE
+
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: is {workdir!r} a zoo.main run directory?")
+    with open(path) as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    if config.model != "nerf":
+        raise ValueError(f"{workdir} holds a {config.model!r} run, not a nerf one")
+    objective = registry.build_objective(config)
+    graphs, params, rest = split_modules(objective.modules)
+    sharding = Runner("jit").replicated
+    abstract = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+        jax.eval_shape(functools.partial(init_state, objective), params, rest),
+    )
+    checkpointer = Checkpointer(workdir, async_save=False)
+    try:
+        if not checkpointer.steps():
+            raise FileNotFoundError(
+                f"no checkpoint in {checkpointer.directory}: train first "
+                f"(python -m zoo.main --config=... --workdir={workdir})"
+            )
+        restored = checkpointer.restore_latest(abstract)
+    finally:
+        checkpointer.close()
+    if restored is None:
+        raise FileNotFoundError(f"no readable checkpoint in {checkpointer.directory}")
+    state, _, data = restored
+    trained = {**state.params, **state.ema}
+    module = nnx.merge(graphs.eval[ROLE], trained[ROLE], state.rest[ROLE], copy=True)
+    return config, module, int(data["step"])
+
+
+def _png(rgb: np.ndarray) -> Image.Image:
+    return Image.fromarray((np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8))
+
+
+def render_workdir(workdir: str, *, split="test", frames=60, chunk=0, out="") -> dict:
+    """Render ``workdir``'s held-out ``split`` and a turntable; returns the metrics dict."""
+    from zoo import data as zdata
+    from zoo.nerf.objective import (
+        render_chunked,
+        render_kwargs,
+        scene_info,
+        view_metrics,
+        view_rays,
+    )
+
+    config, module, step = restore_field(workdir)
+    out = out or os.path.join(workdir, "render")
+    os.makedirs(out, exist_ok=True)
+    info = scene_info(config.data)
+    kw = render_kwargs(config, info)
+    chunk = int(chunk) or int(config.nerf.render_chunk)
+    graph, variables = nnx.split(module)
+
+    @jax.jit
+    def render(variables, o, d):
+        return render_chunked(nnx.merge(graph, variables), o, d, chunk, **kw)["rgb"]
+
+    @jax.jit
+    def metrics(rgb, target):
+        return view_metrics(rgb[None], target[None])
+
+    data_cfg = ml_collections.ConfigDict(config.data.to_dict())
+    data_cfg.eval_split = split
+    data_cfg.num_eval_views = 0  # every view of the split
+    views = []
+    source = zdata.make_eval_source(data_cfg)
+    for batch in tqdm(source.batches(1), total=source.num_examples, desc=f"{split} views"):
+        target = np.asarray(batch["rgb"][0], np.float32)
+        rgb = np.clip(
+            np.asarray(render(variables, batch["origins"][0], batch["directions"][0])), 0, 1
+        )
+        k = len(views)
+        _png(np.concatenate([rgb, target], axis=1)).save(os.path.join(out, f"{split}_{k:03d}.png"))
+        views.append({"index": k, **{n: float(v) for n, v in metrics(rgb, target).items()}})
+    result = {"step": step, "split": split, "views": views}
+    for name in views[0] if views else ():
+        if name != "index":
+            result[f"mean_{name}"] = float(np.mean([v[name] for v in views]))
+    with open(os.path.join(out, f"{split}_metrics.json"), "w") as f:
+        json.dump(result, f, indent=2)
+
+    if frames > 0:
+        poses = np.asarray(info.render_poses)
+        poses = poses[np.linspace(0, len(poses), frames, endpoint=False).astype(int)]
+        images = []
+        for pose in tqdm(poses, desc="turntable"):
+            o, d = view_rays(info, pose[None])
+            images.append(_png(np.asarray(render(variables, o[0], d[0]))))
+        images[0].save(
+            os.path.join(out, "turntable.gif"),
+            save_all=True,
+            append_images=images[1:],
+            duration=max(20, 3000 // len(images)),
+            loop=0,
+        )
+    return result
+
+
+def main(argv):
+    del argv
+    try:
+        result = render_workdir(
+            _WORKDIR.value,
+            split=_SPLIT.value,
+            frames=_FRAMES.value,
+            chunk=_CHUNK.value,
+            out=_OUT.value,
+        )
+    except FileNotFoundError as err:
+        raise SystemExit(f"error: {err}") from None
+    means = ", ".join(f"{k} {v:.4g}" for k, v in result.items() if k.startswith("mean_"))
+    print(f"step {result['step']}, {len(result['views'])} {result['split']} views: {means}")
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["workdir"])
+    app.run(main)
