@@ -40,7 +40,9 @@ def test_psnr_of_known_mse():
     np.testing.assert_allclose(psnr(a, b), 20.0, rtol=1e-5)
     np.testing.assert_allclose(psnr(a, b, max_val=2.0), 10 * np.log10(400), rtol=1e-5)
     two = np.stack([b, a + 0.01])
-    np.testing.assert_allclose(psnr(np.zeros_like(two), two, axis=(-3, -2, -1)), [20, 40], rtol=1e-5)
+    np.testing.assert_allclose(
+        psnr(np.zeros_like(two), two, axis=(-3, -2, -1)), [20, 40], rtol=1e-5
+    )
 
 
 def test_ssim_drops_with_noise():

@@ -9,6 +9,7 @@ from flax import nnx
 
 from zoo.data.text import SHAPES_MAX_LEN, shapes_tokenizer
 from zoo.gan import gigagan
+from zoo.gan.gigagan_layers import L2SelfAttention, caption_tokens
 from zoo.nn.modulated import modulated_conv
 
 B, SIZE, Z = 2, 16, 8
@@ -17,11 +18,11 @@ OTHER = ["a green triangle at the bottom right", "a white circle at the top"]
 TINY_NET = dict(
     z_dim=Z,
     w_dim=16,
-    mapping_layers=2,
+    mapping_layers=1,
     channel_base=256,
     channel_max=16,
     num_kernels=3,
-    attn_resolutions=(4, 8),
+    attn_resolutions=(8,),
     num_heads=2,
     text_dim=16,
     text_depth=1,
@@ -69,11 +70,8 @@ def _discriminate(d, images, tokens):
 @pytest.fixture(scope="module")
 def nets():
     cfg = _config()
-    # Initialised under jit with rbg keys: far faster on CPU than eager threefry draws.
-    build = nnx.jit(
-        lambda: gigagan.build_networks(cfg, rngs=nnx.Rngs(jax.random.key(0, impl="rbg")))
-    )
-    return build()
+    # rbg keys initialise the many small parameters far faster than threefry on CPU.
+    return gigagan.build_networks(cfg, rngs=nnx.Rngs(jax.random.key(0, impl="rbg")))
 
 
 @pytest.fixture(scope="module")
@@ -224,3 +222,27 @@ def test_net_config_defaults_build_for_shapes():
     g, d = nnx.eval_shape(lambda: gigagan.build_networks(cfg, rngs=nnx.Rngs(0)))
     assert g.num_ws == 1 + 3 * 3 and d.num_scales == 3
     assert g.blocks[0].conv0.conv.num_kernels > 1  # sample-adaptive kernel selection is on
+    cfg.net.update(dict(vocab_size=40, max_len=12))  # explicit vocabulary beats the shapes one
+    g, d = nnx.eval_shape(lambda: gigagan.build_networks(cfg, rngs=nnx.Rngs(0)))
+    assert (g.text.vocab_size, g.text.max_len, d.text.vocab_size) == (40, 12, 40)
+
+
+def test_l2_self_attention_matches_distance_softmax():
+    """softmax(-||q_i - q_j||^2 / sqrt(d)) v with tied query/key projections (ViTGAN)."""
+    attn = L2SelfAttention(8, 2, rngs=nnx.Rngs(jax.random.key(0, impl="rbg")))
+    x = jax.random.normal(jax.random.key(1), (2, 5, 8))
+    q = np.asarray(attn.qk(x), np.float64).reshape(2, 5, 2, 4)
+    v = np.asarray(attn.value(x), np.float64).reshape(2, 5, 2, 4)
+    dist = ((q[:, :, None] - q[:, None, :]) ** 2).sum(-1)  # [B, i, j, h]
+    logits = -dist / 2.0  # sqrt(head dim 4)
+    p = np.exp(logits - logits.max(2, keepdims=True))
+    p /= p.sum(2, keepdims=True)
+    heads = np.einsum("bijh,bjhd->bihd", p, v).reshape(2, 5, 8)
+    np.testing.assert_allclose(attn(x), attn.out(jnp.asarray(heads, jnp.float32)), atol=1e-4)
+
+
+def test_empty_caption_when_cond_is_none():
+    tokens = caption_tokens(None, 3)
+    assert tokens.shape == (3, 1) and not np.any(tokens)  # all padding: the empty caption
+    with pytest.raises(ValueError, match="tokens"):
+        caption_tokens({"tokens": jnp.zeros((2, 7), jnp.int32)}, 3)

@@ -79,7 +79,11 @@ def test_written_folder_is_a_blender_scene(folder):
     with open(os.path.join(folder, "transforms_train.json")) as f:
         meta = json.load(f)
     assert meta["camera_angle_x"] == pytest.approx(0.6911112070083618)
-    assert [fr["file_path"] for fr in meta["frames"]] == ["./train/r_0", "./train/r_1", "./train/r_2"]
+    assert [fr["file_path"] for fr in meta["frames"]] == [
+        "./train/r_0",
+        "./train/r_1",
+        "./train/r_2",
+    ]
     with Image.open(os.path.join(folder, "train", "r_0.png")) as image:
         assert image.mode == "RGBA" and image.size == (8, 8)
     poses = np.array([fr["transform_matrix"] for fr in meta["frames"]])
@@ -111,7 +115,10 @@ def test_same_arguments_give_byte_identical_folders(folder, tmp_path):
     )
     assert len(names) == 3 + 3 + 1 + 2
     for name in names:
-        with open(os.path.join(folder, name), "rb") as a, open(os.path.join(again, name), "rb") as b:
+        with (
+            open(os.path.join(folder, name), "rb") as a,
+            open(os.path.join(again, name), "rb") as b,
+        ):
             assert a.read() == b.read(), name
     other = scene.write_blender_scene(str(tmp_path / "other"), **{**SMALL, "seed": 1})
     with open(os.path.join(folder, "transforms_train.json")) as a:
@@ -131,3 +138,13 @@ def test_write_is_atomic_and_never_overwrites(folder, tmp_path):
     assert os.path.getmtime(cached) == stamp
     with pytest.raises(ValueError, match="positive"):
         scene.write_blender_scene(str(tmp_path / "bad"), image_size=0)
+
+
+def test_rays_that_miss_the_scene_are_transparent():
+    o = np.array([[0.0, -4.0, 0.0], [0.0, -4.0, 0.0]], np.float32)
+    d = np.array([[0.0, 1.0, 1.0], [0.0, 1.0, -1.0]], np.float32)  # pass far above and below
+    np.testing.assert_array_equal(scene.render_rays(o, d), 0.0)
+    o = np.array([[0.0, -4.0, 0.0], [-0.5, -4.0, 0.05]], np.float32)  # the second one hits
+    out = scene.render_rays(o, np.array([[0.0, 1.0, 1.0], [0.0, 1.0, 0.0]], np.float32))
+    np.testing.assert_array_equal(out[0], 0.0)
+    assert out[1, 3] > 0.99 and out[1, 0] > 2 * out[1, 1:3].max()  # the red sphere

@@ -70,8 +70,11 @@ def test_weights_in_unit_interval_and_sum_at_most_one():
     assert np.all(w >= 0) and np.all(w <= 1)
     assert np.all(w.sum(-1) <= 1 + 1e-6)
     # An opaque first sample takes all the weight.
-    w0 = np.asarray(render_weights(jnp.array([1e4, 1.0, 1.0]), jnp.array([1.0, 2.0, 3.0]),
-                                   jnp.array([0.0, 0.0, 1.0])))
+    w0 = np.asarray(
+        render_weights(
+            jnp.array([1e4, 1.0, 1.0]), jnp.array([1.0, 2.0, 3.0]), jnp.array([0.0, 0.0, 1.0])
+        )
+    )
     np.testing.assert_allclose(w0, [1, 0, 0], atol=1e-6)
 
 

@@ -235,20 +235,23 @@ class GigaGANGenerator(nnx.Module):
         return self._synthesize(ws, text, noise_key)
 
 
-# Architecture fields of `config.net`, tiny for 32x32 `shapes`; the paper's 64px text-to-image
-# model (Table A2: ~650M-parameter G, ~1B with the upsampler) is noted next to each.
+# Architecture fields of `config.net`: tiny defaults for 32x32 `shapes` (G ~4.6M, D ~1.6M
+# parameters). The paper's text-to-image generator has ~1B parameters, a 64px base output with an
+# image pyramid down to 4px, and a frozen CLIP text encoder with learned attention layers on
+# top; its per-layer widths, kernel-bank sizes and attention placement are listed in the
+# paper's appendix tables, which could not be checked offline here, so no value is quoted.
 _NET_DEFAULTS = dict(
-    z_dim=64,  # paper: 128
-    w_dim=128,  # paper: 1024
-    mapping_layers=4,  # paper: 4-layer style mapping M(z, t_global)
+    z_dim=64,
+    w_dim=128,
+    mapping_layers=4,  # style mapping M(z, t_global)
     mapping_lr_mul=0.01,  # StyleGAN's mapping learning-rate multiplier
     channel_base=2048,  # G and D width min(channel_base // r, channel_max): 128 up to 16x16,
-    channel_max=128,  # 64 at 32x32 (paper: up to 1600 channels)
+    channel_max=128,  # 64 at 32x32
     num_kernels=4,  # kernel bank per 3x3 conv (sample-adaptive kernel selection)
-    attn_resolutions=(4, 8, 16),  # paper: attention at the low resolutions only, as here
+    attn_resolutions=(4, 8, 16),  # attention where maps are small (<= 256 tokens)
     num_heads=4,
     mlp_ratio=2,  # MLP width factor inside each attention block
-    text_dim=128,  # paper: frozen CLIP ViT-L/14 (768) + 4 learned attention layers
+    text_dim=128,  # learned from scratch here (the paper: frozen CLIP + learned attention)
     text_depth=2,
     text_heads=4,
     vocab_size=None,  # None: zoo.data.text.shapes_tokenizer().vocab_size
@@ -294,14 +297,17 @@ def build_networks(config, *, rngs: nnx.Rngs) -> tuple[GigaGANGenerator, GigaGAN
     }
     if not isinstance(net.mapping_lr_mul, numbers.Real) or net.mapping_lr_mul <= 0:
         raise ValueError(f"config.net.mapping_lr_mul must be > 0, got {net.mapping_lr_mul!r}")
-    attn_resolutions = tuple(int(r) for r in net.attn_resolutions)
-    if net.vocab_size is None or net.max_len is None:
-        from zoo.data.text import SHAPES_MAX_LEN, shapes_tokenizer
+    attn = net.attn_resolutions
+    if not isinstance(attn, Sequence) or not all(isinstance(r, numbers.Integral) for r in attn):
+        raise ValueError(f"config.net.attn_resolutions must be a sequence of ints, got {attn!r}")
+    from zoo.data.text import SHAPES_MAX_LEN, shapes_tokenizer  # on use: it loads `shapes`
 
-        vocab_size = shapes_tokenizer().vocab_size if net.vocab_size is None else None
-        max_len = SHAPES_MAX_LEN if net.max_len is None else None
-    vocab_size = _int_field(net, "vocab_size", 2) if net.vocab_size is not None else vocab_size
-    max_len = _int_field(net, "max_len") if net.max_len is not None else max_len
+    vocab_size = (
+        shapes_tokenizer().vocab_size
+        if net.vocab_size is None
+        else _int_field(net, "vocab_size", 2)
+    )
+    max_len = SHAPES_MAX_LEN if net.max_len is None else _int_field(net, "max_len")
     common = dict(
         image_size=config.data.image_size,
         channels=_int_field(config.data, "channels"),
@@ -320,7 +326,7 @@ def build_networks(config, *, rngs: nnx.Rngs) -> tuple[GigaGANGenerator, GigaGAN
         mapping_layers=ints["mapping_layers"],
         mapping_lr_mul=float(net.mapping_lr_mul),
         num_kernels=ints["num_kernels"],
-        attn_resolutions=attn_resolutions,
+        attn_resolutions=tuple(int(r) for r in attn),
         num_heads=ints["num_heads"],
         mlp_ratio=ints["mlp_ratio"],
         **common,

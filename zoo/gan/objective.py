@@ -156,8 +156,6 @@ def build_objective(config) -> Objective:
     condition = g.condition
     shapes = ShapesConditions() if condition == "text" else None
     num_classes = int(config.data.num_classes)
-    real_view = getattr(module, "image_pyramid", None)
-    num_scales = len(generator.output_sizes) if hasattr(generator, "output_sizes") else 0
     if style_based:
         # The running mean of path lengths, a of eq. 4: state, not a parameter.
         generator.pl_mean = nnx.BatchStat(jnp.zeros((), jnp.float32))
@@ -170,8 +168,8 @@ def build_objective(config) -> Objective:
         return None
 
     def reals_of(batch):
-        x = batch[data_key].astype(jnp.float32)
-        return real_view(x, num_scales) if real_view is not None and num_scales else x
+        # A multi-scale discriminator (GigaGAN) builds the pyramid of a real image itself.
+        return batch[data_key].astype(jnp.float32)
 
     def latents(ctx, n=None):
         z = per_example(ctx, jax.random.normal, (z_dim,))

@@ -179,6 +179,9 @@ class MappingNetwork(nnx.Module):
 
 
 class _Stage(nnx.Module):
+    """One resolution: ``depth`` StyleSwin blocks, the upsample to the next one (None at the
+    last), and the tRGB that reads the upsampled map."""
+
     def __init__(self, blocks, upsample, to_rgb):
         self.blocks = nnx.List(blocks)
         self.upsample = upsample

@@ -168,6 +168,10 @@ def render_rays(
       keys: ``[R]`` PRNG keys, one per ray (jittered stratified samples, random u);
         None: bin midpoints and evenly spaced u (deterministic evaluation).
 
+    In NDC (LLFF) the MLP sees NDC positions and the normalised NDC direction as
+    its view direction (the reference code feeds the world-space direction; the
+    loaders here hand over NDC rays only).
+
     Returns:
       ``{"coarse": ..., "fine": ...}``, each :func:`~zoo.nerf.volume.volume_render`'s
       dict for ``[R]`` rays; ``"fine"`` is the coarse result when ``num_fine == 0``.

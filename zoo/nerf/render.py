@@ -1,7 +1,8 @@
-"""Render a trained NeRF: every held-out view beside its ground truth, PSNR/SSIM, a turntable.
+r"""Render a trained NeRF: every held-out view beside its ground truth, PSNR/SSIM, a turntable.
 
     python -m zoo.nerf.render --workdir=runs/lego
-    python -m zoo.nerf.render --workdir=runs/lego --split=val --frames=120 --chunk=8192 --out=/tmp/r
+    python -m zoo.nerf.render --workdir=runs/lego --split=val --views=4 --frames=120 \
+        --chunk=8192 --out=/tmp/r
 
 Reads ``<workdir>/config.json``, restores the newest checkpoint (the EMA copy
 where the run kept one) and writes to ``--out`` (default ``<workdir>/render``):
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 
 import jax
@@ -23,12 +25,6 @@ from absl import app, flags
 from flax import nnx
 from PIL import Image
 from tqdm.auto import tqdm
-
-_WORKDIR = flags.DEFINE_string("workdir", None, "A run directory written by zoo.main.")
-_SPLIT = flags.DEFINE_string("split", "test", "Held-out split to render: test or val.")
-_FRAMES = flags.DEFINE_integer("frames", 60, "Turntable frames (0: no GIF).")
-_CHUNK = flags.DEFINE_integer("chunk", 0, "Rays per render step (0: config nerf.render_chunk).")
-_OUT = flags.DEFINE_string("out", "", "Output directory (default <workdir>/render).")
 
 
 def restore_field(workdir: str):
@@ -78,7 +74,7 @@ def _png(rgb: np.ndarray) -> Image.Image:
     return Image.fromarray((np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8))
 
 
-def render_workdir(workdir: str, *, split="test", frames=60, chunk=0, out="") -> dict:
+def render_workdir(workdir: str, *, split="test", views=0, frames=60, chunk=0, out="") -> dict:
     """Render ``workdir``'s held-out ``split`` and a turntable; returns the metrics dict."""
     from zoo import data as zdata
     from zoo.nerf.objective import (
@@ -107,10 +103,11 @@ def render_workdir(workdir: str, *, split="test", frames=60, chunk=0, out="") ->
 
     data_cfg = ml_collections.ConfigDict(config.data.to_dict())
     data_cfg.eval_split = split
-    data_cfg.num_eval_views = 0  # every view of the split
-    views = []
+    data_cfg.num_eval_views = 0  # every view of the split, then the first `views`
     source = zdata.make_eval_source(data_cfg)
-    for batch in tqdm(source.batches(1), total=source.num_examples, desc=f"{split} views"):
+    total = min(int(views) or source.num_examples, source.num_examples)
+    views = []
+    for batch in tqdm(source.batches(1, total), total=total, desc=f"{split} views"):
         target = np.asarray(batch["rgb"][0], np.float32)
         rgb = np.clip(
             np.asarray(render(variables, batch["origins"][0], batch["directions"][0])), 0, 1
@@ -142,15 +139,26 @@ def render_workdir(workdir: str, *, split="test", frames=60, chunk=0, out="") ->
     return result
 
 
+def define_flags() -> None:
+    """The CLI's flags; defined only when run as a program, so that importing this module
+    next to ``zoo.main`` (which also defines --workdir) does not clash in absl's registry."""
+    flags.DEFINE_string("workdir", None, "A run directory written by zoo.main.")
+    flags.DEFINE_string("split", "test", "Held-out split to render: test or val.")
+    flags.DEFINE_integer("views", 0, "Render the first N views of the split (0: all).")
+    flags.DEFINE_integer("frames", 60, "Turntable frames (0: no GIF).")
+    flags.DEFINE_integer("chunk", 0, "Rays per render step (0: config nerf.render_chunk).")
+    flags.DEFINE_string("out", "", "Output directory (default <workdir>/render).")
+    flags.mark_flags_as_required(["workdir"])
+
+
 def main(argv):
     del argv
+    f = flags.FLAGS
+    for noisy in ("absl", "orbax", "jax"):  # Orbax logs every restore step at INFO
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         result = render_workdir(
-            _WORKDIR.value,
-            split=_SPLIT.value,
-            frames=_FRAMES.value,
-            chunk=_CHUNK.value,
-            out=_OUT.value,
+            f.workdir, split=f.split, views=f.views, frames=f.frames, chunk=f.chunk, out=f.out
         )
     except FileNotFoundError as err:
         raise SystemExit(f"error: {err}") from None
@@ -159,5 +167,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    flags.mark_flags_as_required(["workdir"])
+    define_flags()
     app.run(main)

@@ -177,6 +177,8 @@ def render_rays(origins: np.ndarray, directions: np.ndarray) -> np.ndarray:
     d = np.asarray(directions, np.float32).reshape(-1, 3)
     bounds = _bounded_depths(o.astype(np.float64), d.astype(np.float64))
     hit = np.flatnonzero(bounds[:, 1] > bounds[:, 0])
+    if len(hit) == 0:
+        return np.zeros((len(o), 4), np.float32)
     idx = np.pad(hit, (0, _padded(len(hit), _CHUNK) - len(hit)), mode="edge")
     alpha = np.zeros(len(o), np.float32)
     rays, depths, weights = [], [], []
@@ -191,11 +193,9 @@ def render_rays(origins: np.ndarray, directions: np.ndarray) -> np.ndarray:
             rays.append(rows[r])
             depths.append(t[r, k])
             weights.append(w[r, k])
-        ray = np.concatenate(rays) if rays else np.zeros(0, np.int64)
-        depth = np.concatenate(depths) if rays else np.zeros(0, np.float32)
-        weight = np.concatenate(weights) if rays else np.zeros(0, np.float32)
+        ray, depth, weight = map(np.concatenate, (rays, depths, weights))
         x = o[ray] + depth[:, None] * d[ray]
-        size = _padded(len(ray), _POINT_CHUNK)
+        size = _padded(max(len(ray), 1), _POINT_CHUNK)
         x = np.pad(x, ((0, size - len(ray)), (0, 0)))
         view = np.pad(d[ray], ((0, size - len(ray)), (0, 0)), constant_values=-1.0)
         rgb = np.concatenate(
