@@ -13,13 +13,18 @@ eval/high_quality) and writes a density picture of the samples
 runs both losses at several k. ``:tiny`` runs in seconds.
 """
 
+import ml_collections
+
 from zoo.gan.config import gan_base_config
 
 
 def get_config(arg: str | None = None):
     c = gan_base_config("gan")
-    c.data.update(dict(name="ring", batch_size=256, ring_radius=2.0, ring_std=0.02))
+    c.data.update(dict(name="ring", batch_size=512, ring_radius=2.0, ring_std=0.02))
+    c.net.update(dict(hidden=128, depth=2))
+    # The 8-Gaussians setup of Metz et al. (2017): Adam with beta1 0.5, G at 1e-3, D at 1e-4.
     c.optim.update(dict(lr=1e-3, b1=0.5))
+    c.optim_d = ml_collections.ConfigDict(dict(lr=1e-4))
     c.train.update(
         dict(steps=5000, log_every=250, sample_every=2500, eval_every=2500, checkpoint_every=5000)
     )

@@ -177,8 +177,8 @@ def write_llff_scene(root, num=9, height=24, width=32, focal=30.0):
 
 def test_llff_tiny_trains_in_ndc_and_samples_match_the_loader(tmp_path):
     from configs import nerf_llff
+    from zoo.data.scenes import llff
     from zoo.main import run
-    from zoo.nerf import llff
 
     c = nerf_llff.get_config("tiny")
     c.data.dir = str(write_llff_scene(tmp_path / "scene"))
@@ -197,3 +197,15 @@ def test_llff_tiny_trains_in_ndc_and_samples_match_the_loader(tmp_path):
     assert evals and np.isfinite(evals[-1]["eval/psnr"]) and "eval/ssim" in evals[-1]
     sample = Image.open(tmp_path / "run" / "samples" / "step_0000004.png")
     assert sample.size[1] >= 12
+
+
+def test_sphere_bounds_clip_rays_to_the_scene_sphere():
+    from zoo.nerf.objective import sphere_bounds
+
+    origins = np.array([[0.0, 0.0, 4.0], [0.0, 3.0, 4.0], [0.0, 0.0, 4.0]], np.float32)
+    directions = np.array([[0.0, 0.0, -2.0], [0.0, 0.0, -1.0], [0.0, 0.0, 1.0]], np.float32)
+    near, far = sphere_bounds(origins, directions, 1.5, 2.0, 6.0)
+    # Ray 0 (|d| = 2) meets the sphere at z = 1.5 and -1.5: t = 1.25 -> clipped to near 2,
+    # and t = 2.75. Ray 1 passes 3 units from the centre: a miss. Ray 2 points away.
+    np.testing.assert_allclose(np.asarray(near), [2.0, 2.0, 2.0], atol=1e-6)
+    np.testing.assert_allclose(np.asarray(far), [2.75, 6.0, 6.0], atol=1e-6)

@@ -6,8 +6,8 @@
 from types import ModuleType
 
 from zoo.data import digits, image_folder, npz, options, ring, shapes, tfds_source
+from zoo.data.scenes import blender, llff
 from zoo.data.sources import EvalSource, Examples, TrainSource
-from zoo.nerf import blender, llff
 
 BUNDLED: dict[str, ModuleType] = {
     "digits": digits,

@@ -45,6 +45,7 @@ from zoo.engine.objective import Objective, Player
 from zoo.engine.optim import make_optimizer
 from zoo.engine.rng import per_example, shared_key
 from zoo.gan import losses
+from zoo.gan.figures import interpolation, last, scatter, style_mixing, truncation_sweep
 from zoo.gan.regularizers import path_length_penalty, r1_penalty
 
 # model name -> (network module, the batch field the discriminator reads)
@@ -55,6 +56,7 @@ NETWORKS = {
     "gigagan": ("zoo.gan.gigagan", "image"),
     "styleswin": ("zoo.gan.styleswin", "image"),
 }
+STYLE_BASED = ("stylegan2", "gigagan", "styleswin")  # a mapping network z -> w
 CONDITIONS = ("none", "label", "text")
 
 
@@ -136,20 +138,15 @@ class ShapesConditions:
         self.num_classes = shapes.NUM_CLASSES
 
 
-def _last(images):
-    """The full-resolution output of a (possibly multi-scale) generator."""
-    return images[-1] if isinstance(images, list | tuple) else images
-
-
 def build_objective(config) -> Objective:
     """The GAN :class:`~zoo.engine.objective.Objective` described by ``config``."""
     if config.model not in NETWORKS:
         raise ValueError(f"GAN objective builds {sorted(NETWORKS)}, not {config.model!r}")
     module_name, data_key = NETWORKS[config.model]
+    style_based = config.model in STYLE_BASED
+    _check_config(config, style_based)  # before any parameter is drawn
     module = importlib.import_module(module_name)
     generator, discriminator = module.build_networks(config, rngs=nnx.Rngs(config.seed))
-    style_based = hasattr(generator, "mapping")
-    _check_config(config, style_based)
     g = config.gan
     z_dim = int(generator.z_dim)
     k = int(g.d_steps)
@@ -247,7 +244,7 @@ def build_objective(config) -> Objective:
         ws, _ = mixed_ws(gen, ctx, cond, n)
         noise = shared_key(ctx, "noise")
         penalty, new_mean, lengths = path_length_penalty(
-            lambda w: _last(gen.synthesis(w, cond, noise_key=noise)),
+            lambda w: last(gen.synthesis(w, cond, noise_key=noise)),
             ws,
             shared_key(ctx, "path_length"),
             gen.pl_mean.value,
@@ -283,7 +280,7 @@ def build_objective(config) -> Objective:
         z = jax.random.normal(k_z, (n, z_dim))
         psi = g.sample_truncation if truncation is None else truncation
         kwargs = {"truncation": psi} if style_based else {}
-        return _last(gen(z, cond, **kwargs)), fields
+        return last(gen(z, cond, **kwargs)), fields
 
     def sample(models, rng, n: int):
         """``n`` samples from the (EMA) generator, with what each was conditioned on."""
@@ -294,18 +291,18 @@ def build_objective(config) -> Objective:
 
     figures = {}
     if data_key == "point":
-        figures["scatter"] = lambda models, rng: _scatter(
+        figures["scatter"] = lambda models, rng: scatter(
             generate(models, rng, 4096)[0], float(config.data.get("ring_radius", 2.0))
         )
     else:
-        figures["interpolation"] = lambda models, rng: _interpolation(
-            models, rng, z_dim, sample_conditions, style_based
-        )
-    if style_based:
-        figures["style_mixing"] = lambda models, rng: _style_mixing(
+        figures["interpolation"] = lambda models, rng: interpolation(
             models, rng, z_dim, sample_conditions
         )
-        figures["truncation"] = lambda models, rng: _truncation_sweep(
+    if style_based:
+        figures["style_mixing"] = lambda models, rng: style_mixing(
+            models, rng, z_dim, sample_conditions
+        )
+        figures["truncation"] = lambda models, rng: truncation_sweep(
             models, rng, z_dim, sample_conditions, tuple(g.truncation_psis)
         )
 
@@ -329,78 +326,3 @@ def build_objective(config) -> Objective:
         sample=sample,
         figures=figures,
     )
-
-
-def _grid_cond(sample_conditions, rng, rows, cols):
-    """One condition per row, repeated along the row: cond for rows * cols images."""
-    cond, _ = sample_conditions(rng, rows)
-    return jax.tree.map(lambda c: jnp.repeat(c, cols, axis=0), cond)
-
-
-def _interpolation(models, rng, z_dim, sample_conditions, style_based, rows=4, cols=8):
-    """Each row walks linearly from one latent to another (DCGAN sec. 6.1)."""
-    gen = models("generator", train=False)
-    k_a, k_b, k_c = jax.random.split(rng, 3)
-    a, b = jax.random.normal(k_a, (rows, 1, z_dim)), jax.random.normal(k_b, (rows, 1, z_dim))
-    t = jnp.linspace(0.0, 1.0, cols)[None, :, None]
-    z = ((1 - t) * a + t * b).reshape(rows * cols, z_dim)
-    images = _last(gen(z, _grid_cond(sample_conditions, k_c, rows, cols)))
-    return jnp.clip(images, -1, 1).reshape(rows, cols, *images.shape[1:])
-
-
-def _truncation_sweep(models, rng, z_dim, sample_conditions, psis, rows=4):
-    """Row i: one latent at each truncation psi (columns); psi = 0 gives the mean w."""
-    gen = models("generator", train=False)
-    k_z, k_c = jax.random.split(rng)
-    cols = len(psis)
-    z = jnp.repeat(jax.random.normal(k_z, (rows, z_dim)), cols, axis=0)
-    cond = _grid_cond(sample_conditions, k_c, rows, cols)
-    w = gen.mapping(z, cond)
-    psi = jnp.tile(jnp.asarray(psis, jnp.float32), rows)[:, None]
-    w = gen.w_avg.value + psi * (w - gen.w_avg.value)
-    ws = jnp.broadcast_to(w[:, None], (w.shape[0], gen.num_ws, w.shape[-1]))
-    images = jnp.clip(_last(gen.synthesis(ws, cond)), -1, 1)
-    return images.reshape(rows, cols, *images.shape[1:])
-
-
-def _style_mixing(models, rng, z_dim, sample_conditions, n=4):
-    """StyleGAN's mixing table: row 0 = sources A, column 0 = sources B, and cell (i, j)
-    takes the coarse styles (the first half of the layers) from A_j and the rest from B_i."""
-    gen = models("generator", train=False)
-    k_a, k_b, k_c = jax.random.split(rng, 3)
-    cond, _ = sample_conditions(k_c, 1)  # one caption/label for the whole table
-    w_a = gen.mapping(jax.random.normal(k_a, (n, z_dim)), _repeat(cond, n))
-    w_b = gen.mapping(jax.random.normal(k_b, (n, z_dim)), _repeat(cond, n))
-    cut = gen.num_ws // 2
-    layer = jnp.arange(gen.num_ws)[None, None, :, None]
-    mixed = jnp.where(layer < cut, w_a[None, :, None, :], w_b[:, None, None, :])  # [n, n, L, D]
-    ws = jnp.concatenate(
-        [
-            jnp.broadcast_to(w_a[:, None], (n, gen.num_ws, w_a.shape[-1])),
-            jnp.broadcast_to(w_b[:, None], (n, gen.num_ws, w_b.shape[-1])),
-            mixed.reshape(n * n, gen.num_ws, -1),
-        ]
-    )
-    images = jnp.clip(_last(gen.synthesis(ws, _repeat(cond, ws.shape[0]))), -1, 1)
-    top, left, cells = (
-        images[:n],
-        images[n : 2 * n],
-        images[2 * n :].reshape(n, n, *images.shape[1:]),
-    )
-    corner = -jnp.ones((1, *images.shape[1:]), images.dtype)
-    first_row = jnp.concatenate([corner, top])[None]
-    body = jnp.concatenate([left[:, None], cells], axis=1)
-    return jnp.concatenate([first_row, body])  # [n + 1, n + 1, H, W, C]
-
-
-def _repeat(cond, n):
-    return jax.tree.map(lambda c: jnp.repeat(c, n, axis=0), cond)
-
-
-def _scatter(points, radius: float, size: int = 128):
-    """2-D samples as a 1 x 1 figure: a log-density image of the plane, ``[1, 1, S, S, 1]``."""
-    extent = 1.5 * radius
-    ij = jnp.clip(((points + extent) / (2 * extent) * size).astype(jnp.int32), 0, size - 1)
-    counts = jnp.zeros((size, size)).at[size - 1 - ij[:, 1], ij[:, 0]].add(1.0)
-    image = jnp.log1p(counts) / jnp.maximum(jnp.log1p(counts.max()), 1e-6)
-    return (2 * image - 1)[None, None, :, :, None]

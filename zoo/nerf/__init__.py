@@ -1,7 +1,8 @@
-"""NeRF (survey chapter 5; Mildenhall et al. 2020): cameras, scenes, loaders and the model.
+"""NeRF (survey chapter 5; Mildenhall et al. 2020): the model side.
 
-Data side: `cameras` (pinhole rays, NDC rays, orbit poses), `scene` (a procedural scene written
-as a Blender folder), `blender` and `llff` (the two standard scene formats, registered as the
-"blender" and "llff" datasets in `zoo.data`). Model side: the positional encoding, the MLP
-field, ray sampling, the volume-rendering quadrature of eq. 5.4 and the objective.
+`encoding` (positional encoding), `field` (the MLP), `sampling` (stratified and
+inverse-CDF samples), `volume` (the quadrature of eq. 5.4), `objective` (one
+player over ray batches; held-out views rendered in chunks) and `render` (the
+CLI). Cameras, the Blender/LLFF loaders and the procedural scene are datasets:
+see :mod:`zoo.data.scenes`.
 """

@@ -48,7 +48,7 @@ def scene_info(data_cfg):
     """The :class:`SceneInfo` of ``config.data`` from its loader (blender or llff)."""
     if data_cfg.name not in DATASETS:
         raise ValueError(f"nerf needs data.name in {DATASETS}, got {data_cfg.name!r}")
-    return importlib.import_module(f"zoo.nerf.{data_cfg.name}").scene_info(data_cfg)
+    return importlib.import_module(f"zoo.data.scenes.{data_cfg.name}").scene_info(data_cfg)
 
 
 def nerf_config():
@@ -68,7 +68,7 @@ def nerf_config():
     c.data.update(
         dict(
             name="blender",
-            dir="",  # "": the procedural scene (zoo.nerf.scene)
+            dir="",  # "": the procedural scene (zoo.data.scenes.procedural)
             image_size=0,
             white_background=True,
             batch_size=4096,
@@ -89,6 +89,9 @@ def nerf_config():
             num_fine=128,
             perturb=True,
             render_chunk=4096,
+            near=-1.0,  # < 0: the scene's bounds (Blender 2 / 6, NDC 0 / 1)
+            far=-1.0,
+            bound_radius=0.0,  # > 0: sample only each ray's chord of this sphere
         )
     )
     c.optim.update(
@@ -128,6 +131,11 @@ def check_config(config) -> None:
         raise ValueError(f"nerf.skip={n.skip} must be < nerf.depth - 1 = {int(n.depth) - 1}")
     if config.data.get("random_flip", False):
         raise ValueError("nerf trains on rays: set data.random_flip=False")
+    near, far = float(n.get("near", -1.0)), float(n.get("far", -1.0))
+    if (near >= 0) != (far >= 0) or (near >= 0 and not near < far):
+        raise ValueError(
+            f"nerf.near/far must both be < 0 (the scene's) or 0 <= near < far; got {near}, {far}"
+        )
 
 
 def field_from_config(n, *, rngs: nnx.Rngs) -> NeRF:
@@ -155,6 +163,7 @@ def render_rays(
     num_fine: int,
     white_background: bool,
     keys: jax.Array | None = None,
+    bound_radius: float = 0.0,
 ) -> dict[str, dict[str, jax.Array]]:
     """Hierarchical volume rendering of rays ``r(t) = o + t d`` (paper sec. 5.2).
 
@@ -167,6 +176,11 @@ def render_rays(
         all N_c + N_f. 0: coarse only.
       keys: ``[R]`` PRNG keys, one per ray (jittered stratified samples, random u);
         None: bin midpoints and evenly spaced u (deterministic evaluation).
+      bound_radius: > 0: the scene lies inside the sphere of this radius around
+        the origin, so each ray samples only its chord through that sphere
+        (within [near, far]); rays that miss it keep [near, far]. The same
+        samples then cover less empty space (the bounded-scene trick of later
+        NeRF work); 0 samples every ray over [near, far] as the paper does.
 
     In NDC (LLFF) the MLP sees NDC positions and the normalised NDC direction as
     its view direction (the reference code feeds the world-space direction; the
@@ -177,6 +191,8 @@ def render_rays(
       dict for ``[R]`` rays; ``"fine"`` is the coarse result when ``num_fine == 0``.
     """
     num_rays = origins.shape[0]
+    if bound_radius > 0:
+        near, far = sphere_bounds(origins, directions, bound_radius, near, far)
 
     def field(net, t):
         points = origins[:, None, :] + t[..., None] * directions[:, None, :]  # [R, N, 3]
@@ -186,9 +202,12 @@ def render_rays(
     if keys is None:
         t_c = stratified_samples(near, far, num_coarse, None, (num_rays,))
     else:
+        near, far = (
+            jnp.broadcast_to(jnp.asarray(x, jnp.float32), (num_rays,)) for x in (near, far)
+        )
         t_c = jax.vmap(
-            lambda k: stratified_samples(near, far, num_coarse, jax.random.fold_in(k, 0))
-        )(keys)
+            lambda k, a, b: stratified_samples(a, b, num_coarse, jax.random.fold_in(k, 0))
+        )(keys, near, far)
     coarse = field(model.coarse, t_c)
     if num_fine == 0:
         return {"coarse": coarse, "fine": coarse}
@@ -204,6 +223,23 @@ def render_rays(
         )
     fine = field(model.fine, merge_samples(t_c, t_f))
     return {"coarse": coarse, "fine": fine}
+
+
+def sphere_bounds(origins, directions, radius: float, near: float, far: float):
+    """Per-ray ``(near [R], far [R])``: the chord of ``|o + t d| <= radius`` within [near, far].
+
+    Solves ``|d|^2 t^2 + 2 (o.d) t + |o|^2 - r^2 = 0``; a ray that misses the sphere
+    (or meets it outside [near, far]) keeps [near, far].
+    """
+    a = jnp.sum(directions * directions, axis=-1)
+    b = jnp.sum(origins * directions, axis=-1)
+    c = jnp.sum(origins * origins, axis=-1) - radius**2
+    disc = b * b - a * c
+    root = jnp.sqrt(jnp.maximum(disc, 0.0))
+    t0 = jnp.maximum((-b - root) / a, near)
+    t1 = jnp.minimum((-b + root) / a, far)
+    hit = (disc > 0) & (t1 > t0)
+    return jnp.where(hit, t0, near), jnp.where(hit, t1, far)
 
 
 def render_chunked(model: NeRF, origins: jax.Array, directions: jax.Array, chunk: int, **kw):
@@ -241,7 +277,7 @@ def render_chunked(model: NeRF, origins: jax.Array, directions: jax.Array, chunk
 
 def view_rays(info, poses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rays of whole views at ``poses [V, 4, 4]``: ``[V, H, W, 3]`` each (NDC if the scene is)."""
-    from zoo.nerf import cameras
+    from zoo.data.scenes import cameras
 
     rays = [cameras.pixel_rays(info.height, info.width, info.focal, p) for p in poses]
     o, d = (np.stack(x) for x in zip(*rays, strict=True))
@@ -260,12 +296,14 @@ def view_metrics(rgb: jax.Array, target: jax.Array) -> dict[str, jax.Array]:
 
 def render_kwargs(config, info) -> dict:
     """:func:`render_rays`'s settings (without keys) for ``config`` and its ``info``."""
+    near, far = float(config.nerf.get("near", -1.0)), float(config.nerf.get("far", -1.0))
     return dict(
-        near=float(info.near),
-        far=float(info.far),
+        near=near if near >= 0 else float(info.near),
+        far=far if far >= 0 else float(info.far),
         num_coarse=int(config.nerf.num_coarse),
         num_fine=int(config.nerf.num_fine),
         white_background=bool(info.white_background),
+        bound_radius=0.0 if info.ndc else float(config.nerf.get("bound_radius", 0.0)),
     )
 
 

@@ -5,7 +5,7 @@
 with ``delta_i = t_{i+1} - t_i``. Conventions:
 
 - ``t`` is the ray parameter of ``r(t) = o + t d`` and ``d`` is NOT normalised
-  (:func:`zoo.nerf.cameras.pixel_rays` gives ``d`` with camera-z component -1,
+  (:func:`zoo.data.scenes.cameras.pixel_rays` gives ``d`` with camera-z component -1,
   so ``t`` is depth along the optical axis). The physical length of a step is
   ``delta_i |d|``, which is what the density integrates over.
 - The last sample's ``delta`` is 1e10 (the reference code's choice): whatever

@@ -20,7 +20,8 @@ Config (`config.data`, name "llff"): dir (the folder, required); image_size = ou
 height >= image_size and area-downscaled to it if needed, focal scaled by image_size / H of
 poses_bounds; holdout_every (default 8): images 0, 8, 16, ... are the eval split (the paper's
 protocol; data.eval_split "test" and "val" both name it), the rest train; ndc (default True);
-white_background (default False: photos have no alpha); num_eval_views (see `zoo.nerf.views`).
+white_background (default False: photos have no alpha); num_eval_views (see
+`zoo.data.scenes.views`).
 `render_poses` is NeRF's spiral: 120 views, two turns around the mean camera, focused at a
 depth between the nearest and the farthest content.
 """
@@ -31,7 +32,7 @@ import re
 import numpy as np
 
 from zoo.data import options
-from zoo.nerf import cameras, views
+from zoo.data.scenes import cameras, views
 
 EXTENSIONS = (".png", ".jpg", ".jpeg")
 BOUND_FACTOR = 0.75  # the paper's rescaling: smallest near bound -> 1 / 0.75

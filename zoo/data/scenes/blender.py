@@ -4,19 +4,20 @@ A folder holds transforms_{train,val,test}.json and RGBA PNGs. Each JSON is
   {"camera_angle_x": horizontal field of view in radians,
    "frames": [{"file_path": "./train/r_0", "transform_matrix": 4x4 c2w}, ...]}
 with file_path relative to the folder, ".png" appended when it has no extension, and c2w in the
-OpenGL convention of `zoo.nerf.cameras`. focal = 0.5 W / tan(0.5 camera_angle_x).
+OpenGL convention of `zoo.data.scenes.cameras`. focal = 0.5 W / tan(0.5 camera_angle_x).
 
 Config (`config.data`, name "blender"):
-  dir: the scene folder; "" = the procedural scene of `zoo.nerf.scene` (image_size pixels
-    square, 100 train / 10 val / 25 test views, data.dataset_seed), written once into
-    data.scene_cache (default "~/.cache/zoo/scenes") under a name encoding its parameters.
+  dir: the scene folder; "" = the procedural scene of `zoo.data.scenes.procedural`
+    (image_size pixels square, 100 train / 10 val / 25 test views, data.dataset_seed),
+    written once into data.scene_cache (default "~/.cache/zoo/scenes") under a name
+    encoding its parameters.
   image_size: output height (= width for square images). Smaller than the files: area
     (box-filter) downscale of the composited images, focal scaled by the same factor; equal:
     native; larger: ValueError.
-  white_background, eval_split, num_eval_views: see `zoo.nerf.views`. RGBA is composited on
+  white_background, eval_split, num_eval_views: see `zoo.data.scenes.views`. RGBA is composited on
     white (True) or black (False).
 Train examples are rays of the "train" split, eval examples whole views of data.eval_split;
-near/far = 2, 6 (depths, see `zoo.nerf.cameras`).
+near/far = 2, 6 (depths, see `zoo.data.scenes.cameras`).
 """
 
 import json
@@ -26,7 +27,7 @@ import os
 import numpy as np
 
 from zoo.data import options
-from zoo.nerf import cameras, scene, views
+from zoo.data.scenes import cameras, views
 
 NEAR, FAR = 2.0, 6.0
 SPLITS = ("train", "val", "test")
@@ -49,8 +50,12 @@ def scene_dir(data_cfg, *, create: bool) -> str:
         raise ValueError(f"data.scene_cache must be a non-empty string, got {cache!r}")
     params = dict(image_size=options.image_size(data_cfg), seed=options.dataset_seed(data_cfg))
     if create:
-        return scene.ensure_scene(cache, **params, **_VIEW_COUNTS)
-    return os.path.join(os.path.expanduser(cache), scene.scene_name(**params, **_VIEW_COUNTS))
+        from zoo.data.scenes import procedural  # imports jax: only when a scene is rendered
+
+        return procedural.ensure_scene(cache, **params, **_VIEW_COUNTS)
+    from zoo.data.scenes.procedural import scene_name
+
+    return os.path.join(os.path.expanduser(cache), scene_name(**params, **_VIEW_COUNTS))
 
 
 def read_transforms(root: str, split: str) -> tuple[float, list[str], np.ndarray]:

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from zoo.data import options
-from zoo.nerf import cameras
+from zoo.data.scenes import cameras
 
 ElementSpec = dict[str, tuple[tuple[int, ...], np.dtype]]
 _F32 = np.dtype(np.float32)

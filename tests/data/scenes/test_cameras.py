@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from zoo.nerf import cameras
+from zoo.data.scenes import cameras
 
 
 def _pose(seed: int = 0) -> np.ndarray:

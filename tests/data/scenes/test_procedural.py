@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zoo.nerf import blender, cameras, scene
+from zoo.data.scenes import blender, cameras
+from zoo.data.scenes import procedural as scene
 
 SMALL = dict(image_size=8, num_train=3, num_val=1, num_test=2, seed=0)
 
@@ -148,3 +149,15 @@ def test_rays_that_miss_the_scene_are_transparent():
     out = scene.render_rays(o, np.array([[0.0, 1.0, 1.0], [0.0, 1.0, 0.0]], np.float32))
     np.testing.assert_array_equal(out[0], 0.0)
     assert out[1, 3] > 0.99 and out[1, 0] > 2 * out[1, 1:3].max()  # the red sphere
+
+
+def test_scene_is_written_even_when_first_asked_for_inside_a_jit_trace(tmp_path):
+    # The NeRF objective reads the scene's geometry lazily, possibly while tracing its loss.
+    @jax.jit
+    def traced(x):
+        scene.ensure_scene(str(tmp_path), image_size=8, num_train=2, num_val=1, num_test=1)
+        return x + 1
+
+    traced(jnp.zeros(()))
+    (folder,) = tmp_path.iterdir()
+    assert (folder / "transforms_train.json").exists()

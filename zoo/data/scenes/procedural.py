@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from zoo.nerf import cameras
+from zoo.data.scenes import cameras
 
 CAMERA_ANGLE_X = 0.6911112070083618  # Blender's nerf_synthetic field of view (radians)
 RADIUS = 4.0  # camera distance from the origin, as Blender's scenes
@@ -313,5 +313,8 @@ def ensure_scene(
     )
     path = os.path.join(os.path.expanduser(cache_dir), scene_name(**params))
     if not os.path.isdir(path):
-        write_blender_scene(path, **params)
+        # Eager even when first asked for inside a jit trace (an objective that reads the
+        # scene's geometry lazily): the renderer turns its arrays into PNGs.
+        with jax.ensure_compile_time_eval():
+            write_blender_scene(path, **params)
     return path

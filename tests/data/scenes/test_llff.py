@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from zoo.data import BUNDLED, check_data_config, make_eval_source, make_source
-from zoo.nerf import cameras, llff
+from zoo.data.scenes import cameras, llff
 
 H, W, FOCAL = 6, 8, 7.0
 BOUNDS = np.array([[2.0, 9.0], [2.5, 8.0], [2.2, 10.0], [3.0, 7.0]])

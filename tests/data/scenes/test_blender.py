@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from zoo.data import BUNDLED, check_data_config, make_eval_source, make_source
-from zoo.nerf import blender, cameras, scene
+from zoo.data.scenes import blender, cameras
+from zoo.data.scenes import procedural as scene
 
 ANGLE = 0.6911112070083618
 
