@@ -33,7 +33,7 @@ def get_config(arg: str | None = None):
     c.optim.update(dict(lr=2e-3, b1=0.0, b2=0.99, eps=1e-8))
     c.ema_decay = 0.5 ** (32 / 5000)  # half-life of 5k images (the paper: 10k at 1024)
     c.train.update(
-        dict(steps=6000, log_every=200, sample_every=1000, eval_every=3000, checkpoint_every=1000)
+        dict(steps=2000, log_every=200, sample_every=1000, eval_every=1000, checkpoint_every=1000)
     )
     c.train.num_samples = 100
     c.eval.update(dict(batch_size=297, num_samples=500))

@@ -2,6 +2,7 @@
 # GAN and NeRF benchmarks on a GPU machine without internet, zoo not installed.
 #
 #   OUT=/some/dir bash experiments/bench/gpu_gan_nerf.sh      # from the repo root, ~5 min
+#   PARTS=nerf,sg2_parts OUT=... bash experiments/bench/gpu_gan_nerf.sh   # a subset
 #
 # Needs .whl/ml_collections-*.whl at the repo root (git-ignored; see gpu.sh for how
 # to download it). Writes $OUT/{gan,nerf,nerf_paper}.json, their logs and $OUT/env.txt.
@@ -30,8 +31,10 @@ print(sys.version.split()[0], 'jax', jax.__version__, 'flax', flax.__version__, 
 print(jax.devices())"
 } 2>&1 | tee "$OUT/env.txt"
 
+PARTS=,${PARTS:-gan,nerf,nerf_paper},
 run() {  # run NAME SECONDS SCRIPT ARGS...
   local name=$1 limit=$2 script=$3; shift 3
+  [[ $PARTS == *,$name,* ]] || return 0
   local t0=$SECONDS
   timeout -k 10 "$limit" python3 "experiments/bench/$script" "$@" >"$OUT/$name.json" 2>"$OUT/$name.log"
   echo "$name: rc=$? in $((SECONDS - t0)) s"
@@ -42,4 +45,6 @@ run gan 170 gan_step.py --models dcgan,stylegan2 --batch 64 --size 64 --steps 20
 run nerf 110 nerf_step.py --rays 1024 --steps 20 --warmup 3 --render 100,800 --chunk 16384
 # The paper's config (4096 rays, 64 + 128 samples, 8 x 256) on the procedural scene: PSNR vs time.
 run nerf_paper 200 nerf_train_timed.py --seconds 120 --eval_every 1000 --scene_cache /tmp/scenes
+# Where StyleGAN2's step time goes (G/D forward and backward, one modulated conv, resampling).
+run sg2_parts 120 stylegan2_parts.py --size 64 --batch 64
 echo "total $((SECONDS - START)) s; results in $OUT"

@@ -1,7 +1,8 @@
-"""Sample quality and the exact bits/dim bound of a digits DDPM workdir's latest checkpoint.
+"""Sample quality (and, for DDPM, the exact bits/dim bound) of a workdir's latest checkpoint.
 
     python experiments/evals/checkpoint_quality.py runs/ddpm_digits --sampler ancestral
     python experiments/evals/checkpoint_quality.py runs/ddpm_digits --exact_bpd 297
+    python experiments/evals/checkpoint_quality.py runs/stylegan2_digits   # any model
 
 Reads the run's own config.json, so it scores the model the run trained.
 Prints JSON: digits FD of ``--num`` samples (EMA parameters) with the chosen
@@ -65,7 +66,9 @@ def main():
     args = p.parse_args()
     with open(os.path.join(args.workdir, "config.json")) as f:
         config = ml_collections.ConfigDict(json.load(f))
-    config.diffusion.sampler = args.sampler
+    ddpm = config.model == "ddpm"
+    if ddpm:
+        config.diffusion.sampler = args.sampler
     trainer = Trainer(
         config,
         args.workdir,
@@ -76,7 +79,9 @@ def main():
     if step == 0:
         raise SystemExit(f"no checkpoint in {args.workdir}")
     samples = trainer.samples(state, args.num, seed_offset=12345)
-    result = {"step": step, "sampler": args.sampler, "num_samples": args.num}
+    result = {"step": step, "num_samples": args.num}
+    if ddpm:
+        result["sampler"] = args.sampler
     result.update(trainer.sample_evals[0](samples))
     if args.exact_bpd:
         result["exact_bound"] = exact_bound(trainer, state, config, args.exact_bpd)

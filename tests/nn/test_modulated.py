@@ -118,3 +118,16 @@ def test_module_shapes_init_and_errors():
         modulated_conv(jnp.ones((1, 4, 4, 3)), jnp.ones((3, 3, 2, 2)), jnp.ones((1, 3)))
     with pytest.raises(ValueError, match="styles"):
         modulated_conv(jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 2)), jnp.ones((2, 2)))
+
+
+@pytest.mark.parametrize("k, groups", [(1, 1), (3, 1), (3, 2), (5, 2)])
+def test_sub_pixel_upsampling_conv_equals_the_input_dilated_conv(k, groups):
+    from zoo.nn.modulated import _zero_insert_conv
+
+    x = jax.random.normal(jax.random.key(0), (3 - groups, 5, 6, 3 * groups))
+    w = jax.random.normal(jax.random.key(1), (k, k, 3, 4 * groups))
+    dilated = jax.lax.conv_general_dilated(
+        x, w, (1, 1), ((k - 1, k - 1),) * 2, lhs_dilation=(2, 2),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups,
+    )  # fmt: skip
+    np.testing.assert_allclose(_zero_insert_conv(x, w, groups), dilated, atol=1e-5)
