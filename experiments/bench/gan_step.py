@@ -66,6 +66,7 @@ def bench(name: str, batch: int, size: int, steps: int, warmup: int, dtype: str)
         t0 = time.perf_counter()
         compiled = step.lower(state, batch_arrays, pattern).compile()
         compile_s = time.perf_counter() - t0
+        log(f"{name}: compiled {pattern} in {compile_s:.1f} s")
         times = []
         for i in range(warmup + steps):
             t0 = time.perf_counter()
@@ -73,6 +74,7 @@ def bench(name: str, batch: int, size: int, steps: int, warmup: int, dtype: str)
             jax.block_until_ready((state.step, metrics))
             if i >= warmup:
                 times.append(time.perf_counter() - t0)
+                log(f"{name} step {i - warmup}: {1e3 * times[-1]:.1f} ms")
         median = statistics.median(times)
         timings[pattern] = median
         out[label] = {"compile_s": round(compile_s, 1), "step_ms_median": 1e3 * median}

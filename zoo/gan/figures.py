@@ -44,7 +44,7 @@ def truncation_sweep(models, rng, z_dim, sample_conditions, psis, rows=4):
     cond = grid_cond(sample_conditions, k_c, rows, cols)
     w = gen.mapping(z, cond)
     psi = jnp.tile(jnp.asarray(psis, jnp.float32), rows)[:, None]
-    w = gen.w_avg.value + psi * (w - gen.w_avg.value)
+    w = gen.w_avg[...] + psi * (w - gen.w_avg[...])
     ws = jnp.broadcast_to(w[:, None], (w.shape[0], gen.num_ws, w.shape[-1]))
     images = jnp.clip(last(gen.synthesis(ws, cond)), -1, 1)
     return images.reshape(rows, cols, *images.shape[1:])

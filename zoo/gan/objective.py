@@ -230,7 +230,7 @@ def build_objective(config) -> Objective:
             ws, w = mixed_ws(gen, ctx, cond)
             fake = gen.synthesis(ws, cond, noise_key=noise)
             mean_w = jax.lax.stop_gradient(jnp.mean(w, axis=0))
-            gen.w_avg.value = mean_w + g.w_avg_decay * (gen.w_avg.value - mean_w)
+            gen.w_avg[...] = mean_w + g.w_avg_decay * (gen.w_avg[...] - mean_w)
         else:
             fake = gen(latents(ctx), cond, noise_key=noise)
         fake_logits = disc(fake, cond)
@@ -247,10 +247,10 @@ def build_objective(config) -> Objective:
             lambda w: last(gen.synthesis(w, cond, noise_key=noise)),
             ws,
             shared_key(ctx, "path_length"),
-            gen.pl_mean.value,
+            gen.pl_mean[...],
             decay=g.pl_decay,
         )
-        gen.pl_mean.value = jax.lax.stop_gradient(new_mean)
+        gen.pl_mean[...] = jax.lax.stop_gradient(new_mean)
         value = g.pl_weight * g.pl_every * jnp.mean(penalty)
         return value, {"path_length": jnp.mean(lengths), "pl_penalty": jnp.mean(penalty)}
 
