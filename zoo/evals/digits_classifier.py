@@ -17,13 +17,10 @@ small N, so ``digits_real_floor`` gives what a perfect generator would get at th
 from __future__ import annotations
 
 import functools
-import json
 import os
-import warnings
 from typing import Literal
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -31,6 +28,7 @@ from flax import nnx
 
 from zoo.data import make_eval_source, make_source
 from zoo.evals.frechet import frechet_distance, gaussian_stats
+from zoo.evals.reference_cache import initial_params, load_cache, save_cache
 
 Split = Literal["train", "test"]
 CACHE_FORMAT = 1
@@ -93,24 +91,6 @@ def digits_split(split: Split, image_size: int) -> tuple[np.ndarray, np.ndarray]
     return batch["image"], batch["label"]
 
 
-def _initial_params(abstract, seed: int):
-    """He-normal kernels and zero biases for the shapes of ``abstract``, drawn with numpy.
-
-    Not the modules' own initialisers: each jax.random draw compiles a threefry program
-    on CPU (about 0.5 s apiece), which would dominate the few seconds training takes.
-    """
-    rng = np.random.default_rng(seed)
-
-    def draw(leaf):
-        if leaf.ndim == 1:
-            return np.zeros(leaf.shape, leaf.dtype)
-        fan_in = np.prod(leaf.shape[:-1])
-        return (rng.standard_normal(leaf.shape) * np.sqrt(2.0 / fan_in)).astype(leaf.dtype)
-
-    return jax.device_put(jax.tree.map(draw, abstract))
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1), donate_argnums=(2, 3))
 def _adam_step(graphdef, learning_rate: float, params, opt_state, images, labels):
     """One Adam step on the mean cross-entropy of a batch ``[B, S, S, 1]``, ``[B]``.
 
@@ -129,7 +109,7 @@ def _adam_step(graphdef, learning_rate: float, params, opt_state, images, labels
 
 def _fit(graphdef, abstract, config: dict):
     """Parameters of ``DigitsConvNet`` trained as ``config`` (see ``DigitsFeatures.train``) says."""
-    params = _initial_params(abstract, config["seed"])
+    params = initial_params(abstract, config["seed"])
     opt_state = jax.jit(optax.adam(config["learning_rate"]).init)(params)
     images, labels = digits_split("train", config["image_size"])
     steps, batch_size = config["steps"], config["batch_size"]
@@ -199,7 +179,7 @@ class DigitsFeatures:
             nnx.eval_shape(lambda: DigitsConvNet(image_size, rngs=nnx.Rngs(seed)))
         )
         if cache_path is not None and os.path.exists(cache_path):
-            loaded = _load_cache(cache_path, config, abstract)
+            loaded = load_cache(cache_path, config, abstract, "digits feature cache")
             if loaded is not None:
                 return cls(graphdef, loaded[0], config, held_out_accuracy=loaded[1])
         params = _fit(graphdef, abstract, config)
@@ -207,7 +187,7 @@ class DigitsFeatures:
         test_images, test_labels = digits_split("test", image_size)
         features.held_out_accuracy = float(np.mean(features.predict(test_images)[0] == test_labels))
         if cache_path is not None:
-            _save_cache(cache_path, config, params, features.held_out_accuracy)
+            save_cache(cache_path, config, params, features.held_out_accuracy)
         return features
 
     def features_and_probabilities(self, images) -> tuple[np.ndarray, np.ndarray]:
@@ -286,51 +266,3 @@ def digits_real_floor(
         raise ValueError(f"num_samples={num_samples}; the {source} split holds {len(images)}")
     chosen = np.random.default_rng(seed).choice(len(images), num_samples, replace=False)
     return digits_frechet_distance(images[chosen], features, reference)
-
-
-def _save_cache(path: str, config: dict, params, held_out_accuracy: float) -> None:
-    """Write params and metadata to ``path`` (.npz) atomically: a killed run leaves no half file."""
-    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-    arrays = {jax.tree_util.keystr(key): np.asarray(leaf) for key, leaf in leaves}
-    meta = json.dumps({**config, "held_out_accuracy": held_out_accuracy})
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}.npz"
-    np.savez(tmp, __meta__=np.array(meta), **arrays)
-    os.replace(tmp, path)
-
-
-def _load_cache(path: str, config: dict, abstract):
-    """(params, held_out_accuracy) from ``path``; None (with a warning) when it is unreadable.
-
-    Raises ValueError when the cache is readable but was trained with another ``config``.
-    """
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            stored = {k: data[k] for k in data.files}
-        meta = json.loads(str(stored.pop("__meta__")))
-        accuracy = float(meta.pop("held_out_accuracy"))
-    except Exception as error:  # zip, JSON and key errors all mean the same: unusable file
-        warnings.warn(
-            f"digits feature cache {path!r} is unreadable ({type(error).__name__}: {error}); "
-            "retraining and overwriting it",
-            stacklevel=3,
-        )
-        return None
-    if meta != config:
-        raise ValueError(
-            f"digits feature cache {path!r} was trained with {meta}, but {config} was asked "
-            "for; FDs from different networks are not comparable: use another cache_path"
-        )
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract)
-    values = []
-    for key, leaf in leaves:
-        value = stored.get(jax.tree_util.keystr(key))
-        if value is None or value.shape != leaf.shape:
-            warnings.warn(
-                f"digits feature cache {path!r} does not match the network "
-                f"({jax.tree_util.keystr(key)}); retraining and overwriting it",
-                stacklevel=3,
-            )
-            return None
-        values.append(jnp.asarray(value, leaf.dtype))
-    return jax.tree_util.tree_unflatten(treedef, values), accuracy

@@ -18,9 +18,7 @@ and are not comparable.
 from __future__ import annotations
 
 import functools
-import json
 import os
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +27,7 @@ import optax
 from flax import nnx
 
 from zoo.data import shapes
+from zoo.evals.reference_cache import initial_params, load_cache, save_cache
 
 CACHE_FORMAT = 1
 HEADS = {
@@ -81,23 +80,6 @@ def shapes_split(train: bool, num_examples: int, image_size: int) -> dict[str, n
     return out
 
 
-def _initial_params(abstract, seed: int):
-    """He-normal kernels and zero biases for the shapes of ``abstract``, drawn with numpy.
-
-    As in ``digits_classifier``: each jax.random draw would compile a threefry program on
-    CPU (about 0.5 s apiece), a large share of the seconds training takes.
-    """
-    rng = np.random.default_rng(seed)
-
-    def draw(leaf):
-        if leaf.ndim == 1:
-            return np.zeros(leaf.shape, leaf.dtype)
-        fan_in = np.prod(leaf.shape[:-1])
-        return (rng.standard_normal(leaf.shape) * np.sqrt(2.0 / fan_in)).astype(leaf.dtype)
-
-    return jax.device_put(jax.tree.map(draw, abstract))
-
-
 def _optimizer(learning_rate: float, steps: int) -> optax.GradientTransformation:
     # Cosine decay to zero: the last steps settle the borderline cases (small or jittered
     # shapes) that a constant rate keeps flipping.
@@ -122,7 +104,7 @@ def _adam_step(graphdef, learning_rate: float, steps: int, params, opt_state, im
 
 def _fit(graphdef, abstract, config: dict):
     """Parameters of ``ShapesConvNet`` trained as ``config`` (see ``ShapesClassifier.train``)."""
-    params = _initial_params(abstract, config["seed"])
+    params = initial_params(abstract, config["seed"])
     lr, steps, batch_size = config["learning_rate"], config["steps"], config["batch_size"]
     opt_state = jax.jit(_optimizer(lr, steps).init)(params)
     data = shapes_split(True, config["num_train"], config["image_size"])
@@ -201,7 +183,7 @@ class ShapesClassifier:
             nnx.eval_shape(lambda: ShapesConvNet(image_size, rngs=nnx.Rngs(seed)))
         )
         if cache_path is not None and os.path.exists(cache_path):
-            loaded = _load_cache(cache_path, config, abstract)
+            loaded = load_cache(cache_path, config, abstract, "shapes classifier cache")
             if loaded is not None:
                 return cls(graphdef, loaded[0], config, held_out_accuracy=loaded[1])
         params = _fit(graphdef, abstract, config)
@@ -213,7 +195,7 @@ class ShapesClassifier:
             "all": match["caption_match"],
         }
         if cache_path is not None:
-            _save_cache(cache_path, config, params, classifier.held_out_accuracy)
+            save_cache(cache_path, config, params, classifier.held_out_accuracy)
         return classifier
 
     def predict(self, images) -> dict[str, np.ndarray]:
@@ -270,51 +252,3 @@ def caption_match(images, shape, color, position, classifier: ShapesClassifier) 
         "caption_match": float(all_right.mean()),
         **{f"{k}_acc": float(v.mean()) for k, v in right.items()},
     }
-
-
-def _save_cache(path: str, config: dict, params, held_out_accuracy: dict) -> None:
-    """Write params and metadata to ``path`` (.npz) atomically: a killed run leaves no half file."""
-    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
-    arrays = {jax.tree_util.keystr(key): np.asarray(leaf) for key, leaf in leaves}
-    meta = json.dumps({**config, "held_out_accuracy": held_out_accuracy})
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}.npz"
-    np.savez(tmp, __meta__=np.array(meta), **arrays)
-    os.replace(tmp, path)
-
-
-def _load_cache(path: str, config: dict, abstract):
-    """(params, held_out_accuracy) from ``path``; None (with a warning) when it is unreadable.
-
-    Raises ValueError when the cache is readable but was trained with another ``config``.
-    """
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            stored = {k: data[k] for k in data.files}
-        meta = json.loads(str(stored.pop("__meta__")))
-        accuracy = {k: float(v) for k, v in meta.pop("held_out_accuracy").items()}
-    except Exception as error:  # zip, JSON and key errors all mean the same: unusable file
-        warnings.warn(
-            f"shapes classifier cache {path!r} is unreadable ({type(error).__name__}: {error}); "
-            "retraining and overwriting it",
-            stacklevel=3,
-        )
-        return None
-    if meta != config:
-        raise ValueError(
-            f"shapes classifier cache {path!r} was trained with {meta}, but {config} was asked "
-            "for; scores from different networks are not comparable: use another cache_path"
-        )
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract)
-    values = []
-    for key, leaf in leaves:
-        value = stored.get(jax.tree_util.keystr(key))
-        if value is None or value.shape != leaf.shape:
-            warnings.warn(
-                f"shapes classifier cache {path!r} does not match the network "
-                f"({jax.tree_util.keystr(key)}); retraining and overwriting it",
-                stacklevel=3,
-            )
-            return None
-        values.append(jnp.asarray(value, leaf.dtype))
-    return jax.tree_util.tree_unflatten(treedef, values), accuracy
