@@ -100,8 +100,12 @@ def _image_folder(path, n=8, size=12):
     return str(path)
 
 
-GAN_CONFIGS = ["gan_ring", "dcgan_digits", "dcgan_lsun", "stylegan2_digits", "stylegan2_ffhq",
-               "styleswin_ffhq", "gigagan_shapes"]  # fmt: skip
+# The paper-scale configs' tiny variants exercise the same code as the bundled-data ones, with
+# tfds mock data or a written image folder; they run with the slow checks (pytest -m slow).
+_SLOW = pytest.mark.slow
+GAN_CONFIGS = ["gan_ring", "dcgan_digits", pytest.param("dcgan_lsun", marks=_SLOW),
+               "stylegan2_digits", pytest.param("stylegan2_ffhq", marks=_SLOW),
+               pytest.param("styleswin_ffhq", marks=_SLOW), "gigagan_shapes"]  # fmt: skip
 
 
 @pytest.mark.parametrize("name", GAN_CONFIGS)
