@@ -1,6 +1,7 @@
 """GAN train-step throughput through the engine: DCGAN and StyleGAN2 at 64x64.
 
     python experiments/bench/gan_step.py --models dcgan,stylegan2 --batch 64 --steps 10
+    python experiments/bench/gan_step.py --models gigagan --batch 32 --size 32   # its shapes config
 
 One "train step" is what ``zoo.main`` runs per step: k = 1 discriminator
 update and one generator update (for StyleGAN2 also the lazy R1 and
@@ -9,7 +10,9 @@ path-length players, on the steps where their interval says so: 1 in 16 and
 reported for the plain pattern (D + G) and for the average over a 16-step
 cycle of the paper's lazy schedule. Widths are the papers': DCGAN's LSUN
 model (G 4x4x1024 -> 64x64x3, 5x5 kernels) and StyleGAN2 config F
-(channels min(16384 / res, 512)). Prints one JSON object on stdout.
+(channels min(16384 / res, 512)); GigaGAN and StyleSwin take the widths of
+`configs/gigagan_shapes.py` and `configs/styleswin_ffhq.py` (GigaGAN gets random
+caption tokens). Prints one JSON object on stdout.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))  # configs/
-from configs import dcgan_lsun, stylegan2_ffhq  # noqa: E402
+from configs import dcgan_lsun, gigagan_shapes, stylegan2_ffhq, styleswin_ffhq  # noqa: E402
 from zoo import registry  # noqa: E402
 from zoo.engine.state import count_params, init_state, split_modules  # noqa: E402
 from zoo.engine.step import build_train_step  # noqa: E402
@@ -36,7 +39,12 @@ def log(*a):
 
 
 def model_config(name: str, batch: int, size: int, dtype: str):
-    c = (dcgan_lsun if name == "dcgan" else stylegan2_ffhq).get_config()
+    modules = dict(
+        dcgan=dcgan_lsun, stylegan2=stylegan2_ffhq, gigagan=gigagan_shapes, styleswin=styleswin_ffhq
+    )
+    if name not in modules:
+        raise SystemExit(f"unknown model {name!r}; known: {sorted(modules)}")
+    c = modules[name].get_config()
     c.data.update(dict(image_size=size, batch_size=batch))
     if dtype != "float32" and "dtype" in c.net:
         c.net.dtype = dtype
@@ -54,9 +62,13 @@ def bench(name: str, batch: int, size: int, steps: int, warmup: int, dtype: str)
     s = objective.substeps
     rng = np.random.default_rng(0)
     images = rng.uniform(-1, 1, (s, 1, batch, size, size, 3)).astype(np.float32)
-    batch_arrays = jax.device_put(
-        {"image": images, "example_id": np.arange(s * batch, dtype=np.int32).reshape(s, 1, batch)}
-    )
+    arrays = {"image": images, "example_id": np.arange(s * batch, dtype=np.int32).reshape(s, 1, batch)}
+    if config.gan.get("condition") == "text":
+        from zoo.data.text import SHAPES_MAX_LEN, shapes_tokenizer
+
+        vocab = shapes_tokenizer().vocab_size
+        arrays["tokens"] = rng.integers(2, vocab, (s, 1, batch, SHAPES_MAX_LEN), dtype=np.int32)
+    batch_arrays = jax.device_put(arrays)
     players = objective.players
     cycle = 16  # lcm of the lazy intervals of the paper configs (16 and 4)
     patterns = [tuple(i % p.every == 0 for p in players) for i in range(cycle)]

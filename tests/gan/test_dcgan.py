@@ -8,6 +8,7 @@ import pytest
 from flax import nnx
 
 from zoo.gan import dcgan
+from zoo.nn.subpixel import ConvTranspose2x
 
 
 def _config(image_size=16, channels=1, **net):
@@ -69,7 +70,7 @@ def test_batchnorm_everywhere_but_g_output_and_d_input(size):
     d_in, *d_hidden = d.layers
     assert g_out.norm is None and d_in.norm is None
     assert all(isinstance(layer.norm, nnx.BatchNorm) for layer in g_hidden + d_hidden)
-    assert isinstance(g_out.op, nnx.ConvTranspose) and isinstance(d_in.op, nnx.Conv)
+    assert isinstance(g_out.op, ConvTranspose2x) and isinstance(d_in.op, nnx.Conv)
     # No BatchNorm hides anywhere else in the trees (e.g. on the D output unit).
     n = dcgan.num_stages(size)
     for module, expected in ((g, n), (d, n - 1)):

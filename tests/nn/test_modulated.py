@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from zoo.nn.equalized import upsample2x
-from zoo.nn.modulated import ModulatedConv, modulated_conv, select_kernel
+from zoo.nn.modulated import ModulatedConv, modulated_conv, modulated_conv_bank, select_kernel
 
 
 def RNGS(seed: int = 0) -> nnx.Rngs:  # noqa: N802 - reads like the nnx.Rngs it returns
@@ -86,6 +86,35 @@ def test_select_kernel_is_a_softmax_mixture():
     np.testing.assert_allclose(mixed[0], bank.mean(0), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("up", [False, True])
+@pytest.mark.parametrize("demodulate", [True, False])
+def test_kernel_bank_path_equals_the_per_sample_kernel_conv(up, demodulate):
+    # Soft (not one-hot) selection: conv with each sample's mixed kernel vs mixing N convs.
+    bank, logits = normal(0, (3, 3, 3, 4, 5)), 2.0 * normal(1, (2, 3))
+    x, styles = normal(2, (2, 6, 6, 4)), 1.0 + 0.3 * normal(3, (2, 4))
+    direct = modulated_conv(x, select_kernel(bank, logits), styles, demodulate=demodulate, up=up)
+    fast = modulated_conv_bank(x, bank, logits, styles, demodulate=demodulate, up=up)
+    np.testing.assert_allclose(fast, direct, rtol=1e-4, atol=1e-4)
+
+    def loss(fn, bank, logits):
+        return jnp.sum(jnp.sin(fn(bank, logits)))
+
+    g_direct = jax.grad(loss, (1, 2))(
+        lambda b, lg: modulated_conv(x, select_kernel(b, lg), styles, demodulate=demodulate, up=up),
+        bank,
+        logits,
+    )
+    g_fast = jax.grad(loss, (1, 2))(
+        lambda b, lg: modulated_conv_bank(x, b, lg, styles, demodulate=demodulate, up=up),
+        bank,
+        logits,
+    )
+    for a, b in zip(g_fast, g_direct, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="logits"):
+        modulated_conv_bank(x, bank, logits[:, :2], styles)
+
+
 def test_adaptive_kernel_selection_reduces_to_a_plain_modulated_conv():
     layer = ModulatedConv(4, 5, 3, 6, num_kernels=3, rngs=RNGS())
     # Force one-hot selection: zero selection weights, a bias that picks kernel 1.
@@ -118,16 +147,3 @@ def test_module_shapes_init_and_errors():
         modulated_conv(jnp.ones((1, 4, 4, 3)), jnp.ones((3, 3, 2, 2)), jnp.ones((1, 3)))
     with pytest.raises(ValueError, match="styles"):
         modulated_conv(jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 2)), jnp.ones((2, 2)))
-
-
-@pytest.mark.parametrize("k, groups", [(1, 1), (3, 1), (3, 2), (5, 2)])
-def test_sub_pixel_upsampling_conv_equals_the_input_dilated_conv(k, groups):
-    from zoo.nn.modulated import _zero_insert_conv
-
-    x = jax.random.normal(jax.random.key(0), (3 - groups, 5, 6, 3 * groups))
-    w = jax.random.normal(jax.random.key(1), (k, k, 3, 4 * groups))
-    dilated = jax.lax.conv_general_dilated(
-        x, w, (1, 1), ((k - 1, k - 1),) * 2, lhs_dilation=(2, 2),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups,
-    )  # fmt: skip
-    np.testing.assert_allclose(_zero_insert_conv(x, w, groups), dilated, atol=1e-5)

@@ -43,6 +43,8 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from zoo.nn.subpixel import ConvTranspose2x
+
 INIT = nnx.initializers.normal(0.02)  # "zero-centered Normal distribution with std 0.02" (sec. 4)
 BN_MOMENTUM = 0.9
 LEAKY_SLOPE = 0.2
@@ -75,7 +77,7 @@ def _batch_norm(channels: int, rngs: nnx.Rngs) -> nnx.BatchNorm:
 
 
 class Layer(nnx.Module):
-    """One layer: `op` (Linear, Conv or ConvTranspose), then BatchNorm when `norm` is not None.
+    """One layer: `op` (Linear, Conv or ConvTranspose2x), then BatchNorm when `norm` is not None.
 
     The activation is applied by the network, so `norm is None` is exactly the paper's
     "no batchnorm" placement and can be read off the module tree.
@@ -116,7 +118,7 @@ class Generator(nnx.Module):
         )
         widths = widths[::-1]  # low to high resolution: 4x4 first
         self.image_size, self.channels, self.base_width = image_size, channels, widths[0]
-        conv_t = dict(kernel_size=(k, k), strides=(2, 2), padding="SAME", kernel_init=INIT)
+        conv_t = dict(kernel_size=k, kernel_init=INIT)  # stride 2, SAME
         layers = [
             Layer(
                 nnx.Linear(z_dim, 16 * widths[0], use_bias=False, kernel_init=INIT, rngs=rngs),
@@ -126,11 +128,11 @@ class Generator(nnx.Module):
         for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
             layers.append(
                 Layer(
-                    nnx.ConvTranspose(c_in, c_out, use_bias=False, rngs=rngs, **conv_t),
+                    ConvTranspose2x(c_in, c_out, use_bias=False, rngs=rngs, **conv_t),
                     _batch_norm(c_out, rngs),
                 )
             )
-        layers.append(Layer(nnx.ConvTranspose(widths[-1], channels, rngs=rngs, **conv_t), None))
+        layers.append(Layer(ConvTranspose2x(widths[-1], channels, rngs=rngs, **conv_t), None))
         self.layers = nnx.List(layers)
 
     def __call__(
