@@ -9,7 +9,8 @@ logistic loss, lazy R1 (every 16 steps) and path-length regularisation (every
 4), style mixing 0.9, generator EMA, Adam 2e-3 with betas (0, 0.99). Reports
 the digits Fréchet distance (eval/fd) and writes sample grids, a
 style-mixing table and a truncation sweep (psi 1 -> 0) to ``samples/``.
-``:tiny`` runs in seconds.
+On 2 CPU cores the 6,000 steps take ~34 min and end at a digits FD of ~29
+(real-data floor 11.2). ``:tiny`` runs in seconds.
 """
 
 from zoo.gan.config import gan_base_config
@@ -33,7 +34,7 @@ def get_config(arg: str | None = None):
     c.optim.update(dict(lr=2e-3, b1=0.0, b2=0.99, eps=1e-8))
     c.ema_decay = 0.5 ** (32 / 5000)  # half-life of 5k images (the paper: 10k at 1024)
     c.train.update(
-        dict(steps=2000, log_every=200, sample_every=1000, eval_every=1000, checkpoint_every=1000)
+        dict(steps=6000, log_every=200, sample_every=1000, eval_every=1000, checkpoint_every=1000)
     )
     c.train.num_samples = 100
     c.eval.update(dict(batch_size=297, num_samples=500))

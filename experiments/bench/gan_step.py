@@ -62,7 +62,10 @@ def bench(name: str, batch: int, size: int, steps: int, warmup: int, dtype: str)
     s = objective.substeps
     rng = np.random.default_rng(0)
     images = rng.uniform(-1, 1, (s, 1, batch, size, size, 3)).astype(np.float32)
-    arrays = {"image": images, "example_id": np.arange(s * batch, dtype=np.int32).reshape(s, 1, batch)}
+    arrays = {
+        "image": images,
+        "example_id": np.arange(s * batch, dtype=np.int32).reshape(s, 1, batch),
+    }
     if config.gan.get("condition") == "text":
         from zoo.data.text import SHAPES_MAX_LEN, shapes_tokenizer
 

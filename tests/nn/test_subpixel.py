@@ -39,7 +39,9 @@ def test_conv_transpose2x_equals_lax_conv_transpose_with_gradients(k, padding):
     ref = lambda x, w: jax.lax.conv_transpose(x, w, (2, 2), padding, dimension_numbers=DIMS)  # noqa: E731
     ours = lambda x, w: conv_transpose2x(x, w, padding)  # noqa: E731
     np.testing.assert_allclose(ours(x, w), ref(x, w), rtol=1e-5, atol=1e-5)
-    for a, b in zip(jax.grad(loss, (1, 2))(ours, x, w), jax.grad(loss, (1, 2))(ref, x, w), strict=True):
+    for a, b in zip(
+        jax.grad(loss, (1, 2))(ours, x, w), jax.grad(loss, (1, 2))(ref, x, w), strict=True
+    ):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 

@@ -20,6 +20,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 _DIMS = ("NHWC", "HWIO", "NHWC")
+_LECUN_NORMAL = nnx.initializers.lecun_normal()  # nnx.ConvTranspose's defaults
+_ZEROS = nnx.initializers.zeros_init()
 
 
 def zero_insert_conv(x: jax.Array, kernel: jax.Array, groups: int = 1) -> jax.Array:
@@ -98,8 +100,8 @@ class ConvTranspose2x(nnx.Module):
         kernel_size: int,
         *,
         use_bias: bool = True,
-        kernel_init=nnx.initializers.lecun_normal(),
-        bias_init=nnx.initializers.zeros_init(),
+        kernel_init=_LECUN_NORMAL,
+        bias_init=_ZEROS,
         rngs: nnx.Rngs,
     ):
         if kernel_size < 2:
