@@ -137,13 +137,13 @@ def modulated_conv_bank(
         raise ValueError(f"bank {bank.shape} / styles {styles.shape} do not fit x {x.shape}")
     bank = bank.astype(x.dtype)
     styles = styles.astype(x.dtype)
-    p = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(x.dtype)  # [B, N]
+    p = _selection_weights(logits, x.dtype)  # [B, N]
     wide = bank.transpose(1, 2, 3, 0, 4).reshape(k, k, ci, n * co)
     y = _conv(x * styles[:, None, None, :], wide, up=up)  # [B, H', W', N * O]
     y = jnp.einsum("bhwno,bn->bhwo", y.reshape(*y.shape[:3], n, co), p)
     if demodulate:
         # sum_{i,k} (s_i w_ijk)^2 of each sample's mixed kernel w = sum_n p_n bank_n.
-        sq = jnp.sum(jnp.square(jnp.einsum("bn,nhwio->bhwio", p, bank)), (1, 2))  # [B, I, O]
+        sq = jnp.sum(jnp.square(_mix_kernels(bank, p)), (1, 2))  # [B, I, O]
         d = jax.lax.rsqrt(jnp.einsum("bi,bio->bo", jnp.square(styles), sq) + eps)
         y = y * d[:, None, None, :]
     return y
@@ -159,8 +159,17 @@ def select_kernel(bank: jax.Array, logits: jax.Array) -> jax.Array:
         raise ValueError(
             f"need bank [N, k, k, I, O] and logits [B, N], got {bank.shape}, {logits.shape}"
         )
-    p = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(bank.dtype)
-    return jnp.einsum("bn,nhwio->bhwio", p, bank)
+    return _mix_kernels(bank, _selection_weights(logits, bank.dtype))
+
+
+def _selection_weights(logits: jax.Array, dtype) -> jax.Array:
+    """``softmax(logits)`` over the bank axis, computed in float32: ``[B, N]``."""
+    return jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(dtype)
+
+
+def _mix_kernels(bank: jax.Array, weights: jax.Array) -> jax.Array:
+    """``[N, k, k, I, O]``, ``[B, N]`` -> each sample's kernel ``sum_n weights_n bank_n``."""
+    return jnp.einsum("bn,nhwio->bhwio", weights, bank)
 
 
 class ModulatedConv(nnx.Module):
