@@ -11,6 +11,11 @@ the widths and image size (for tests on tfds mock data).
 
 from zoo.gan.config import gan_base_config
 
+# get_config's arguments (`python -m zoo.main --list` prints them); None: the default.
+VARIANTS = {
+    "tiny": "16x16, widths 8, 1 step (tests, on tfds mock data)",
+}
+
 
 def get_config(arg: str | None = None):
     c = gan_base_config("dcgan")
@@ -26,5 +31,5 @@ def get_config(arg: str | None = None):
         c.train.update(dict(steps=1, log_every=1, sample_every=1, checkpoint_every=1))
         c.train.num_samples = 4
     elif arg:
-        raise ValueError(f"unknown variant {arg!r} of dcgan_lsun; known: tiny")
+        raise ValueError(f"unknown variant {arg!r} of dcgan_lsun; known: {', '.join(VARIANTS)}")
     return c

@@ -10,6 +10,11 @@ the tests.
 
 from zoo.diffusion.config import ddpm_config
 
+# get_config's arguments (`python -m zoo.main --list` prints them); None: the default.
+VARIANTS = {
+    "tiny": "a width-16 two-level U-Net, 4 steps (tests, on tfds mock data)",
+}
+
 
 def get_config(arg: str | None = None):
     c = ddpm_config()
@@ -30,5 +35,5 @@ def get_config(arg: str | None = None):
         )
         c.eval.update(dict(batch_size=8, num_examples=16))
     elif arg:
-        raise ValueError(f"unknown variant {arg!r} of ddpm_cifar10; known: tiny")
+        raise ValueError(f"unknown variant {arg!r} of ddpm_cifar10; known: {', '.join(VARIANTS)}")
     return c

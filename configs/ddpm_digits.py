@@ -9,6 +9,11 @@ and bits/dim (eval/bpd). `:tiny` runs in seconds (tests, notebooks).
 
 from zoo.diffusion.config import ddpm_config
 
+# get_config's arguments (`python -m zoo.main --list` prints them); None: the default.
+VARIANTS = {
+    "tiny": "a width-16 U-Net, 6 steps: seconds (tests, notebooks)",
+}
+
 
 def get_config(arg: str | None = None):
     c = ddpm_config()
@@ -54,5 +59,5 @@ def get_config(arg: str | None = None):
         )
         c.eval.update(dict(batch_size=64, num_examples=64, num_samples=64))
     elif arg:
-        raise ValueError(f"unknown variant {arg!r} of ddpm_digits; known: tiny")
+        raise ValueError(f"unknown variant {arg!r} of ddpm_digits; known: {', '.join(VARIANTS)}")
     return c

@@ -20,6 +20,11 @@ and pass --config.data.dir).
 
 from zoo.nerf.objective import nerf_config
 
+# get_config's arguments (`python -m zoo.main --list` prints them); None: the default.
+VARIANTS = {
+    "tiny": "12-pixel-high views, 2 x 32 MLP, 4 steps (tests write an LLFF folder)",
+}
+
 
 def get_config(arg: str | None = None):
     c = nerf_config()
@@ -61,5 +66,5 @@ def get_config(arg: str | None = None):
         )
         c.eval.update(dict(batch_size=2, num_examples=0))
     elif arg:
-        raise ValueError(f"unknown variant {arg!r} of nerf_llff; known: tiny")
+        raise ValueError(f"unknown variant {arg!r} of nerf_llff; known: {', '.join(VARIANTS)}")
     return c

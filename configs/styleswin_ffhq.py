@@ -14,6 +14,11 @@ shrinks every width (tests point data.path at a small folder).
 
 from zoo.gan.config import gan_base_config
 
+# get_config's arguments (`python -m zoo.main --list` prints them); None: the default.
+VARIANTS = {
+    "tiny": "8x8, widths <= 16, 1 step (tests point data.path at a small folder)",
+}
+
 
 def get_config(arg: str | None = None):
     c = gan_base_config("styleswin")
@@ -37,5 +42,5 @@ def get_config(arg: str | None = None):
         c.train.update(dict(steps=1, log_every=1, sample_every=1, checkpoint_every=1))
         c.train.num_samples = 4
     elif arg:
-        raise ValueError(f"unknown variant {arg!r} of styleswin_ffhq; known: tiny")
+        raise ValueError(f"unknown variant {arg!r} of styleswin_ffhq; known: {', '.join(VARIANTS)}")
     return c

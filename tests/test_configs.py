@@ -8,6 +8,8 @@ import tensorflow_datasets as tfds
 
 from configs import ddpm_cifar10
 from zoo import registry
+from zoo.config_files import config_files, read_config_file
+from zoo.engine.config import config_changes
 from zoo.main import run
 
 # Their default variants are the papers' models (tens of millions of parameters): the tests
@@ -19,11 +21,72 @@ CONFIGS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "configs
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_files_build_their_objective(name):
     module = __import__(f"configs.{name}", fromlist=["get_config"])
-    for variant in (None, "tiny"):
+    assert "tiny" in module.VARIANTS
+    assert f"python -m zoo.main --config=configs/{name}.py" in module.__doc__
+    for variant in (None, *module.VARIANTS):  # every declared variant is accepted
         config = module.get_config(variant)
-        assert f"python -m zoo.main --config=configs/{name}.py" in module.__doc__
-        if variant == "tiny" or name not in PAPER_SCALE:  # paper models take long to init
+        # Paper models take long to init; other variants (:small) are sized like these.
+        if variant == "tiny" or (variant is None and name not in PAPER_SCALE):
             registry.build_objective(config).check()
+    # VARIANTS is the one list: the error for any other variant names it.
+    with pytest.raises(ValueError, match=f"unknown variant 'huge' of {name}; known: "):
+        module.get_config("huge")
+    # --list reads the file without importing it, and finds what the module holds.
+    listed = read_config_file(Path(module.__file__))
+    assert listed.variants == module.VARIANTS
+    assert listed.description == module.__doc__.strip().splitlines()[0]
+    assert all(text and "\n" not in text for text in module.VARIANTS.values())
+
+
+def test_config_files_lists_every_file():
+    listed = config_files()
+    assert [Path(f.path).stem for f in listed] == CONFIGS
+    assert all(f.description for f in listed)
+
+
+def test_config_changes_lists_changed_added_and_removed_keys():
+    from configs import ddpm_digits
+
+    saved = ddpm_digits.get_config("tiny").to_dict()
+    current = ddpm_digits.get_config("tiny")
+    assert config_changes(saved, current.to_dict()) == []
+    # Tuples and lists compare equal (the saved side is JSON).
+    assert config_changes(json.loads(json.dumps(saved)), current.to_dict()) == []
+    current.train.steps = 8
+    current.train.log_every = 4
+    current.optim.foo = 0.1
+    del current.data["random_flip"]
+    assert config_changes(saved, current.to_dict()) == [
+        "data.random_flip: removed (was False)",
+        "optim.foo: added (0.1)",
+        "train.log_every: 2 -> 4",
+        "train.steps: 6 -> 8",
+        "changes the run's numbers: data.random_flip, optim.foo, train.steps (the learning "
+        "rate's decay (optim.schedule='cosine') spans train.steps)",
+    ]
+
+
+def test_config_changes_note_says_which_fields_change_the_numbers():
+    saved = {"train": {"steps": 6, "eval_every": 3}, "optim": {"schedule": "constant"}}
+    longer = {"train": {"steps": 8, "eval_every": 2}, "optim": {"schedule": "constant"}}
+    # A constant rate, or a decay of fixed length: more steps only run longer.
+    assert config_changes(saved, longer) == ["train.eval_every: 3 -> 2", "train.steps: 6 -> 8"]
+    saved["optim"] = longer["optim"] = {"schedule": "cosine", "decay_steps": 100}
+    assert config_changes(saved, longer)[-1] == "train.steps: 6 -> 8"
+    saved["optim"] = longer["optim"] = {"schedule": "exponential", "decay_steps": 0}
+    assert config_changes(saved, longer)[-1] == (
+        "changes the run's numbers: train.steps (the learning rate's decay "
+        "(optim.schedule='exponential') spans train.steps)"
+    )
+    # A GAN's discriminator decays over train.steps with optim's schedule unless it sets its own.
+    gan_saved = {"train": {"steps": 6}, "optim": {"schedule": "constant"}, "optim_d": {"lr": 1}}
+    gan_now = {"train": {"steps": 8}, "optim": {"schedule": "constant"}, "optim_d": {"lr": 2}}
+    assert config_changes(gan_saved, gan_now)[-1] == "changes the run's numbers: optim_d.lr"
+    gan_now["optim_d"]["schedule"] = gan_saved["optim_d"]["schedule"] = "linear"
+    assert (
+        "train.steps (the learning rate's decay (optim_d.schedule='linear')"
+        in (config_changes(gan_saved, gan_now)[-1])
+    )
 
 
 def test_ddpm_cifar10_paper_settings():

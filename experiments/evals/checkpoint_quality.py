@@ -27,14 +27,14 @@ from zoo.evals.sample_metrics import sample_metrics
 
 
 def exact_bound(trainer, state, config, n: int) -> dict:
-    params, rest = trainer.eval_params(state)
+    params, rest, frozen = trainer.eval_params(state)
     sched = schedule_from_config(config.diffusion)
     x0 = next(data.make_eval_source(config.data).batches(n))["image"]
     d = config.diffusion
 
     @jax.jit
-    def terms(params, rest, x0):
-        net = Models(trainer.graphs, params, rest)("model", train=False)
+    def terms(params, rest, frozen, x0):
+        net = Models(trainer.graphs, params, rest, frozen)("model", train=False)
         return vlb_terms(
             lambda x, t: net(x, t),
             sched,
@@ -46,7 +46,7 @@ def exact_bound(trainer, state, config, n: int) -> dict:
             clip_denoised=bool(d.clip_denoised),
         )
 
-    t = np.asarray(terms(params, rest, x0))
+    t = np.asarray(terms(params, rest, frozen, x0))
     prior = float(np.mean(prior_bpd(sched, x0)))
     return {
         "bpd": prior + float(t.sum(0).mean()),

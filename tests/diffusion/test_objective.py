@@ -14,6 +14,7 @@ from flax import nnx
 from zoo.diffusion import unet
 from zoo.diffusion.objective import build_objective
 from zoo.engine.objective import Context
+from zoo.nn.dropout import dropout
 
 B, SIZE, CLASSES = 4, 8, 3
 
@@ -54,7 +55,9 @@ class StandIn(nnx.Module):
     def __call__(self, x, t, y=None, *, dropout_key=None):
         emb = self.t_emb(t) + (self.y_emb(y) if y is not None else 0.0)
         h = nnx.silu(self.conv_in(x) + emb[:, None, None, :])
-        return self.conv_out(self.drop(h, rngs=dropout_key))
+        if not self.drop.deterministic:
+            h = dropout(h, self.drop.rate, dropout_key)  # one mask per example's key
+        return self.conv_out(h)
 
 
 @pytest.fixture
@@ -142,11 +145,11 @@ def test_objective_with_unet():
 
 
 def test_loss_does_not_depend_on_batch_split(stand_in):
-    """t and eps are drawn per example: two halves average to the whole batch."""
+    """t, eps and the dropout masks are drawn per example: two halves average to the whole."""
     obj = build_objective(tiny_config())
-    # Dropout masks come from one shared key (their shape depends on the batch): eval mode.
-    eval_net = fake_models(obj.modules["model"])("model", train=False)
-    models = lambda role, train=True, keep_state=True: eval_net  # noqa: E731
+    train_net = fake_models(obj.modules["model"])("model", train=True)
+    assert not train_net.drop.deterministic
+    models = lambda role, train=True, keep_state=True: train_net  # noqa: E731
     loss_fn = jax.jit(lambda b, c: obj.players[0].loss(models, b, c)[0])
     whole = loss_fn(*batch_and_ctx())
     halves = [loss_fn(*batch_and_ctx(B // 2, o)) for o in (0, B // 2)]

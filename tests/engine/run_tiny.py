@@ -1,6 +1,7 @@
-"""Runs a tiny DDPM through the engine in a fresh process; prints losses and a params digest.
+"""Runs a tiny config through the engine in a fresh process; prints a params digest.
 
-    python tests/engine/run_tiny.py WORKDIR [--devices N] [--parallel jit|pmap] [--steps S]
+    python tests/engine/run_tiny.py WORKDIR [--config ddpm_digits|dcgan_digits] [--devices N]
+        [--parallel jit|pmap] [--steps S] [--microbatches A] [--dropout P] [--batch_size B]
 
 Used by the tests that need their own process: fake device counts (XLA_FLAGS
 is read once per process), SIGKILL/SIGTERM and resume.
@@ -20,6 +21,9 @@ def main():
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--checkpoint_every", type=int, default=0)
     p.add_argument("--microbatches", type=int, default=1)
+    p.add_argument("--config", default="ddpm_digits")
+    p.add_argument("--dropout", type=float, default=0.0, help="the DDPM U-Net's dropout")
+    p.add_argument("--batch_size", type=int, default=16)
     args = p.parse_args()
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
 
@@ -27,11 +31,12 @@ def main():
     import numpy as np
 
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
-    from configs.ddpm_digits import get_config
     from zoo.main import run
 
-    c = get_config("tiny")
-    c.data.batch_size = 16
+    c = __import__(f"configs.{args.config}", fromlist=["get_config"]).get_config("tiny")
+    c.data.batch_size = args.batch_size
+    if args.dropout:
+        c.unet.dropout = args.dropout
     c.train.update(
         dict(
             steps=args.steps,

@@ -10,7 +10,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from zoo.engine.checkpoint import Checkpointer
+from zoo.engine.checkpoint import Checkpointer, CheckpointError
 from zoo.engine.state import TrainState
 
 
@@ -83,3 +83,30 @@ def test_other_model_is_a_clear_error(tmp_path):
 
 def test_empty_workdir_restores_nothing(tmp_path):
     assert Checkpointer(str(tmp_path)).restore_latest(abstract(make_state(0))) is None
+
+
+def test_a_storage_error_is_raised_as_it_is_and_nothing_moves(tmp_path, monkeypatch):
+    import errno
+
+    save_steps(tmp_path, [2, 4])
+    ck = Checkpointer(str(tmp_path))
+
+    def denied(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path))
+
+    monkeypatch.setattr(ck._manager, "restore", denied)
+    with pytest.raises(PermissionError):
+        ck.restore_latest(abstract(make_state(0)))
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
+
+
+def test_when_no_checkpoint_restores_the_run_stops(tmp_path):
+    save_steps(tmp_path, [2, 4])
+    for f in glob.glob(str(tmp_path / "checkpoints" / "*" / "state" / "**" / "*"), recursive=True):
+        if os.path.isfile(f):
+            with open(f, "r+b") as fh:
+                fh.truncate(max(0, os.path.getsize(f) // 3))
+    ck = Checkpointer(str(tmp_path))
+    with pytest.raises(CheckpointError, match=r"none of the checkpoints \[2, 4\]"):
+        ck.restore_latest(abstract(make_state(0)))
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]  # nothing moved aside

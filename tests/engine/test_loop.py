@@ -59,3 +59,67 @@ def test_dict_samples_and_figures_are_written(tmp_path):
     # 3 columns and 2 rows of upscaled 8x8 tiles: wider than tall
     assert grid.width > grid.height
     assert (tmp_path / "samples" / "step_0000002.png").exists()
+
+
+def tiny_config(steps, **train):
+    c = get_config("tiny")
+    c.data.batch_size = 8
+    c.train.update(dict(steps=steps, log_every=1, sample_every=0, eval_every=0))
+    c.train.update(train)
+    c.eval.num_samples = 0
+    return c
+
+
+def checkpoint_dirs(workdir):
+    return sorted(p.name for p in (workdir / "checkpoints").iterdir())
+
+
+def test_an_eval_that_raises_keeps_that_steps_checkpoint(tmp_path, caplog):
+    c = tiny_config(8, checkpoint_every=2, eval_every=4)
+    base = registry.build_objective(c)
+
+    def evaluate(models, batch, rng):
+        raise RuntimeError("the eval broke")
+
+    trainer = Trainer(c, str(tmp_path), dataclasses.replace(base, evaluate=evaluate))
+    with pytest.raises(RuntimeError, match="the eval broke"):
+        trainer.train()
+    # the step-4 checkpoint was written before the eval ran, and finished, not left as *-tmp
+    assert checkpoint_dirs(tmp_path) == ["2", "4"]
+    assert "running the same command again resumes from step 4" in caplog.text
+
+
+def test_a_bad_example_mid_run_leaves_the_last_checkpoint_whole(tmp_path, caplog):
+    c = tiny_config(8, checkpoint_every=2)
+    trainer = Trainer(c, str(tmp_path), registry.build_objective(c))
+    batch = trainer.source.batch
+
+    def failing(step):
+        if step == 3:
+            raise ValueError("cannot read image 'x.png'")
+        return batch(step)
+
+    trainer.source.batch = failing
+    with pytest.raises(ValueError, match="x.png"):
+        trainer.train()
+    assert checkpoint_dirs(tmp_path) == ["2"]
+    assert "resumes from step 2" in caplog.text
+    resumed = Trainer(c, str(tmp_path), registry.build_objective(c))
+    assert resumed.restore_or_init()[1] == 2
+    resumed.checkpointer.close()
+
+
+def test_nan_samples_under_skip_still_write_the_final_checkpoint(tmp_path):
+    """on_nonfinite=skip with a generator of NaNs: the metrics report it, the run ends saved."""
+    c = tiny_config(4, checkpoint_every=4, eval_every=4, on_nonfinite="skip")
+    c.eval.num_samples = 64
+    base = registry.build_objective(c)
+    objective = dataclasses.replace(
+        base, sample=lambda models, rng, n: jnp.full((n, 8, 8, 1), jnp.nan)
+    )
+    from zoo.evals.sample_metrics import sample_metrics
+
+    trainer = Trainer(c, str(tmp_path), objective, sample_evals=sample_metrics(c, str(tmp_path)))
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        trainer.train()
+    assert checkpoint_dirs(tmp_path) == ["4"]

@@ -27,24 +27,39 @@ def run_tiny(workdir, *args):
 
 
 def losses(workdir):
+    """{(step, player): loss} from a run's metrics.jsonl."""
     lines = [json.loads(x) for x in open(Path(workdir) / "metrics.jsonl")]
-    return {x["step"]: x["model/loss"] for x in lines if "model/loss" in x}
+    return {(x["step"], k): v for x in lines for k, v in x.items() if k.endswith("/loss")}
 
 
-def test_eight_devices_and_pmap_match_one_device(tmp_path):
-    one = run_tiny(tmp_path / "one", "--devices", 1)
-    eight = run_tiny(tmp_path / "eight", "--devices", 8)
-    pmap = run_tiny(tmp_path / "pmap", "--devices", 8, "--parallel", "pmap")
-    assert one["devices"] == 1 and eight["devices"] == 8
-    reference = losses(tmp_path / "one")
-    assert len(reference) == 4
-    for other in ("eight", "pmap"):
-        got = losses(tmp_path / other)
-        assert got.keys() == reference.keys()
-        for step, loss in reference.items():
-            assert got[step] == pytest.approx(loss, rel=1e-5, abs=1e-6), (other, step)
-    assert eight["param_sum"] == pytest.approx(one["param_sum"], rel=1e-5)
-    assert pmap["param_sum"] == pytest.approx(one["param_sum"], rel=1e-5)
+def assert_same_run(reference_dir, reference, other_dir, other):
+    expected, got = losses(reference_dir), losses(other_dir)
+    assert got.keys() == expected.keys()
+    for key, loss in expected.items():
+        assert got[key] == pytest.approx(loss, rel=1e-5, abs=1e-6), (other_dir.name, key)
+    assert other["param_sum"] == pytest.approx(reference["param_sum"], rel=1e-5, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "config, args",
+    [
+        # dropout: masks drawn per example, so splitting the batch changes nothing
+        ("ddpm_digits", ("--dropout", 0.3)),
+        # BatchNorm: statistics of the whole microbatch under pmap too
+        ("dcgan_digits", ()),
+    ],
+)
+def test_one_device_eight_devices_and_pmap_agree_with_microbatches(tmp_path, config, args):
+    common = ("--config", config, "--steps", 3, *args)
+    one = run_tiny(tmp_path / "one", *common, "--microbatches", 2, "--devices", 1)
+    assert one["devices"] == 1 and len(losses(tmp_path / "one")) >= 3
+    for name, extra in (("eight", ()), ("pmap", ("--parallel", "pmap"))):
+        other = run_tiny(tmp_path / name, *common, "--microbatches", 2, "--devices", 8, *extra)
+        assert other["devices"] == 8
+        assert_same_run(tmp_path / "one", one, tmp_path / name, other)
+    if config == "ddpm_digits":  # no BatchNorm: microbatches equal the whole batch
+        whole = run_tiny(tmp_path / "whole", *common, "--devices", 1)
+        assert_same_run(tmp_path / "one", one, tmp_path / "whole", whole)
 
 
 def wait_for(predicate, proc, timeout=300):
@@ -131,6 +146,9 @@ def test_main_end_to_end_leaves_every_artefact_and_resumes(tmp_path):
     ]
     second = main("--config.train.steps=8")
     assert "resumed from step 6" in second.stderr
+    # the longer run stretches the cosine schedule: the resume says so
+    assert "train.steps: 6 -> 8" in second.stderr
+    assert "changes the run's numbers: train.steps" in second.stderr
     assert saved_steps(tmp_path)[-1] == 8
     steps = [
         x["step"]

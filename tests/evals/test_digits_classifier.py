@@ -50,12 +50,34 @@ def test_real_digits_beat_noise(features):
     assert dc.digits_frechet_distance(one_digit, features)["class_entropy"] < 0.5
 
 
+def test_nan_images_give_infinite_fd(features):
+    images = dc.digits_split("test", 8)[0][:50].copy()
+    images[10] = np.nan  # one NaN sample: its features are NaN, so are the stats
+    assert dc.digits_frechet_distance(images, features)["fd"] == np.inf
+
+
+def _bits(params) -> list[bytes]:
+    return [np.asarray(leaf).tobytes() for leaf in jax.tree.leaves(params)]
+
+
+def test_training_is_deterministic_and_on_the_cpu():
+    # The same seed, no cache: bit-identical weights, so FDs agree between runs. Another
+    # seed: other weights (the seed is used). On the CPU even where a GPU is the default.
+    first, second = (dc.DigitsFeatures.train(steps=5) for _ in range(2))
+    assert _bits(first._params) == _bits(second._params)
+    assert _bits(dc.DigitsFeatures.train(steps=5, seed=1)._params) != _bits(first._params)
+    for leaf in jax.tree.leaves(first._params):
+        assert leaf.committed and {d.platform for d in leaf.devices()} == {"cpu"}
+
+
 def test_cache_roundtrip_is_identical(features, cache_path):
     assert os.path.exists(cache_path)
     loaded = dc.DigitsFeatures.train(image_size=8, seed=0, steps=STEPS, cache_path=cache_path)
     images = dc.digits_split("test", 8)[0]
     np.testing.assert_array_equal(loaded.features(images), features.features(images))
     assert loaded.held_out_accuracy == features.held_out_accuracy
+    for leaf in jax.tree.leaves(loaded._params):  # loaded weights run on the CPU too
+        assert leaf.committed and {d.platform for d in leaf.devices()} == {"cpu"}
 
 
 def test_cache_from_other_arguments_is_an_error(features, cache_path):

@@ -50,3 +50,17 @@ def test_gaussian_stats():
     np.testing.assert_allclose(sigma, np.cov(x.astype(np.float64).T))
     with pytest.raises(ValueError, match="N >= 2"):
         gaussian_stats(x[:1])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nonfinite_stats_give_inf(bad):
+    # The stats of NaN samples: numpy's eigh raised LinAlgError on them, killing the run.
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(30, 6))
+    mu, sigma = gaussian_stats(x)
+    x[3, 2] = bad
+    with np.errstate(invalid="ignore"):  # inf - inf in the covariance
+        bad_mu, bad_sigma = gaussian_stats(x)
+    assert frechet_distance(bad_mu, bad_sigma, mu, sigma) == np.inf
+    assert frechet_distance(mu, sigma, bad_mu, bad_sigma) == np.inf
+    assert frechet_distance(mu, bad_sigma, mu, sigma) == np.inf

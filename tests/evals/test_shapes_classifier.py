@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 
+import jax
 import numpy as np
 import pytest
 
@@ -67,6 +68,19 @@ def test_wrong_captions_score_low(classifier, held_out):
     assert shuffled["caption_match"] < 0.05
     blank = sc.caption_match(-np.ones((300, 16, 16, 3)), s, c, p, classifier)
     assert blank["caption_match"] < 0.1  # an empty black image shows no caption
+
+
+def test_training_is_deterministic_and_on_the_cpu():
+    # The same seed, no cache: bit-identical weights. Another seed: other weights.
+    def bits(classifier):
+        return [np.asarray(leaf).tobytes() for leaf in jax.tree.leaves(classifier._params)]
+
+    tiny = dict(num_train=64, steps=5)
+    first, second = (sc.ShapesClassifier.train(8, **tiny) for _ in range(2))
+    assert bits(first) == bits(second)
+    assert bits(sc.ShapesClassifier.train(8, **tiny, seed=1)) != bits(first)
+    for leaf in jax.tree.leaves(first._params):
+        assert leaf.committed and {d.platform for d in leaf.devices()} == {"cpu"}
 
 
 def test_cache_round_trips(classifier, cache_path, held_out):

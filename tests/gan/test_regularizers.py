@@ -51,19 +51,49 @@ def linear_synthesis(num_ws=3, w_dim=4, hw=(4, 2), c=2):
 def test_path_length_of_a_linear_map_is_analytic():
     a, synth = linear_synthesis()
     ws = jax.random.normal(jax.random.key(4), (5, 3, 4))
-    key = jax.random.key(5)
-    penalty, new_mean, lengths = path_length_penalty(synth, ws, key, pl_mean=0.5, decay=0.1)
-    # J^T y for layer l is A_l y: lengths = sqrt(mean_l ||A_l y_b||^2), y ~ N(0, I) / sqrt(HW).
-    y = np.asarray(jax.random.normal(key, (5, 4, 2, 2)), np.float64) / np.sqrt(8.0)
-    jty = np.einsum("ldhwc,bhwc->bld", np.asarray(a, np.float64), y)
+    keys = jax.random.split(jax.random.key(5), 5)
+    penalty, new_mean, lengths = path_length_penalty(synth, ws, keys, pl_mean=0.5, decay=0.1)
+    # J^T y for layer l is A_l y: lengths = sqrt(mean_l ||A_l y_b||^2), y ~ N(0, I) / sqrt(HW),
+    # y_b drawn from example b's own key.
+    y = np.stack([np.asarray(jax.random.normal(k, (4, 2, 2)), np.float64) for k in keys])
+    jty = np.einsum("ldhwc,bhwc->bld", np.asarray(a, np.float64), y / np.sqrt(8.0))
     expected = np.sqrt(np.mean(np.sum(jty**2, axis=2), axis=1))
     np.testing.assert_allclose(lengths, expected, rtol=1e-5)
     mean = 0.5 + 0.1 * (expected.mean() - 0.5)
     np.testing.assert_allclose(new_mean, mean, rtol=1e-5)
-    np.testing.assert_allclose(penalty, (expected - mean) ** 2, rtol=1e-4, atol=1e-7)
+    # The target is the running mean before this batch's update (per example, split-invariant).
+    np.testing.assert_allclose(penalty, (expected - 0.5) ** 2, rtol=1e-4, atol=1e-7)
     # Linear: the lengths do not depend on ws.
-    _, _, again = path_length_penalty(synth, 3.0 * ws + 1.0, key, pl_mean=0.5)
+    _, _, again = path_length_penalty(synth, 3.0 * ws + 1.0, keys, pl_mean=0.5)
     np.testing.assert_allclose(again, lengths, rtol=1e-5)
+    # Weights enter the running mean only: mean(weights * lengths).
+    weights = jnp.array([2.0, 0.0, 2.0, 0.0, 1.0])
+    weighted, mean_w, _ = path_length_penalty(synth, ws, keys, 0.5, decay=0.1, weights=weights)
+    np.testing.assert_allclose(weighted, penalty, rtol=1e-6)
+    expected_w = 0.5 + 0.1 * (np.mean(np.asarray(weights) * expected) - 0.5)
+    np.testing.assert_allclose(mean_w, expected_w, rtol=1e-5)
+
+
+def test_path_length_is_per_example():
+    """A batch and its two halves, with the same per-example keys, give the same penalties:
+    y of example b comes from keys[b] alone, and the target is the shared running mean."""
+    _, linear = linear_synthesis()
+
+    def synth(ws):  # nonlinear in ws, so the lengths depend on each example's ws
+        return jnp.tanh(linear(ws)) * (1.0 + 0.1 * jnp.sum(ws, axis=(1, 2)))[:, None, None, None]
+
+    ws = jax.random.normal(jax.random.key(8), (4, 3, 4))
+    keys = jax.random.split(jax.random.key(9), 4)
+    whole, mean, lengths = path_length_penalty(synth, ws, keys, pl_mean=0.7, decay=0.1)
+    halves = [path_length_penalty(synth, ws[i : i + 2], keys[i : i + 2], 0.7, 0.1) for i in (0, 2)]
+    np.testing.assert_allclose(whole, jnp.concatenate([h[0] for h in halves]), rtol=1e-6)
+    np.testing.assert_allclose(lengths, jnp.concatenate([h[2] for h in halves]), rtol=1e-6)
+    np.testing.assert_allclose(mean, np.mean([h[1] for h in halves]), rtol=1e-6)
+    # One key instead of B keys still works (split per example): for code without example ids.
+    single, _, _ = path_length_penalty(synth, ws, jax.random.key(9), pl_mean=0.7)
+    np.testing.assert_allclose(single, whole, rtol=1e-6)
+    with pytest.raises(ValueError, match="keys"):
+        path_length_penalty(synth, ws, keys[:3], pl_mean=0.7)
 
 
 def test_path_length_expectation_and_gradient():

@@ -1,5 +1,7 @@
 """StyleGAN2 config F: shapes, truncation, style mixing, noise, minibatch stddev, sizes."""
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -7,6 +9,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from zoo.engine.objective import Context
+from zoo.engine.rng import example_keys
 from zoo.gan.stylegan2 import build_networks, mix_styles, net_config, truncate
 from zoo.gan.stylegan2_discriminator import minibatch_stddev
 
@@ -110,6 +114,19 @@ def test_mix_styles():
     np.testing.assert_array_equal(ws[..., 1], expected)
 
 
+@contextlib.contextmanager
+def noise_on(g):
+    """Every noise strength 1 inside the block (they start at zero, as in the paper)."""
+    layers = [layer for block in g.synthesis.blocks for layer in block]
+    for layer in layers:
+        layer.noise_strength[...] = jnp.ones_like(layer.noise_strength[...])
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.noise_strength[...] = jnp.zeros_like(layer.noise_strength[...])
+
+
 def test_noise(nets):
     g, _ = nets
     z = z_of(5)
@@ -118,17 +135,34 @@ def test_noise(nets):
     np.testing.assert_array_equal(clean, generate(g, z))  # noise_key=None: deterministic
     # Strengths start at zero (paper), so a key changes nothing until they are learned.
     np.testing.assert_allclose(generate(g, z, noise_key=key1), clean, atol=1e-6)
-    layers = [layer for block in g.synthesis.blocks for layer in block]
-    for layer in layers:
-        layer.noise_strength[...] = jnp.ones_like(layer.noise_strength[...])
-    try:
+    with noise_on(g):
         a = generate(g, z, noise_key=key1)
         assert float(jnp.max(jnp.abs(a - generate(g, z)))) > 1e-3
         np.testing.assert_array_equal(a, generate(g, z, noise_key=key1))
         assert float(jnp.max(jnp.abs(a - generate(g, z, noise_key=key2)))) > 1e-3
-    finally:
-        for layer in layers:
-            layer.noise_strength[...] = jnp.zeros_like(layer.noise_strength[...])
+        # One key is split into one key per sample.
+        np.testing.assert_array_equal(a, generate(g, z, noise_key=jax.random.split(key1, 2)))
+        with pytest.raises(ValueError, match="noise_key"):
+            g(z, noise_key=jax.random.split(key1, 3))
+
+
+def example_ctx(ids):
+    return Context(jax.random.key(3), jnp.int32(0), jnp.int32(0), jnp.asarray(ids, jnp.int32))
+
+
+def test_noise_is_per_sample(nets):
+    """With the engine's per-example keys, a batch of 4 equals the same examples as two
+    batches of 2 (how jit, pmap and microbatches split it): no noise draw is batch-shaped."""
+    g, _ = nets
+    z = z_of(7, 4)
+    with noise_on(g):
+        whole = generate(g, z, noise_key=example_keys(example_ctx([0, 1, 2, 3])))
+        halves = [
+            generate(g, z[np.array(ids)], noise_key=example_keys(example_ctx(ids)))
+            for ids in ([0, 1], [2, 3])
+        ]
+        np.testing.assert_allclose(whole, jnp.concatenate(halves), rtol=1e-5, atol=1e-6)
+        assert float(jnp.max(jnp.abs(whole - generate(g, z)))) > 1e-3  # the noise is on
 
 
 def test_minibatch_stddev_groups():
@@ -137,17 +171,20 @@ def test_minibatch_stddev_groups():
     assert y.shape == (8, 2, 2, 5)
     np.testing.assert_array_equal(y[..., :4], x)
     xn = np.asarray(x)
-    for m in range(2):  # groups are samples {m, m + 2, m + 4, m + 6}
-        expected = np.mean(np.std(xn[m::2], axis=0))
-        np.testing.assert_allclose(y[m::2, ..., 4], expected, rtol=1e-4)
+    for m in range(2):  # groups are consecutive samples {4m, ..., 4m + 3}
+        expected = np.mean(np.std(xn[4 * m : 4 * m + 4], axis=0))
+        np.testing.assert_allclose(y[4 * m : 4 * m + 4, ..., 4], expected, rtol=1e-4)
+    # so a batch split in two halves (two devices) gets the same statistics
+    halves = jnp.concatenate([minibatch_stddev(x[:4], 4), minibatch_stddev(x[4:], 4)])
+    np.testing.assert_allclose(halves, y, rtol=1e-6)
     # Batches smaller than / not divisible by the group size: G = largest divisor <= 4.
     np.testing.assert_allclose(minibatch_stddev(x[:3], 4)[..., 4], np.mean(np.std(xn[:3], 0)), 1e-4)
-    six = minibatch_stddev(x[:6], 4)[..., 4]  # G = 3, groups {m, m + 2, m + 4}
-    np.testing.assert_allclose(six[0], np.mean(np.std(xn[0:6:2], 0)), rtol=1e-4)
+    six = minibatch_stddev(x[:6], 4)[..., 4]  # G = 3, groups {0, 1, 2} and {3, 4, 5}
+    np.testing.assert_allclose(six[0], np.mean(np.std(xn[0:3], 0)), rtol=1e-4)
     assert float(jnp.max(minibatch_stddev(x[:1], 4)[..., 4])) < 1e-3  # one sample: ~0
     two = minibatch_stddev(x, 4, 2)  # 2 features, each over 2 channels
     assert two.shape == (8, 2, 2, 6)
-    np.testing.assert_allclose(two[1, 0, 0, 5], np.mean(np.std(xn[1::2, ..., 2:], 0)), 1e-4)
+    np.testing.assert_allclose(two[1, 0, 0, 5], np.mean(np.std(xn[:4, ..., 2:], 0)), 1e-4)
 
 
 def test_class_conditional():

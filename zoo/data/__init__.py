@@ -3,10 +3,12 @@
     source = make_source(config.data, seed=0, examples_per_step=128)
     batch = source.batch(step)  # {"image": [128, H, W, C] float32 in [-1, 1], "label": [128]}
 
-Datasets: `digits`, `shapes` (bundled), `image_folder`, `npz` (files), or any
+Datasets: `digits`, `shapes`, `ring` (bundled), `image_folder`, `npz` (image files), `arrays`
+(any named arrays, passed through unchanged: `write_arrays` writes them), or any
 tensorflow-datasets name (read without TensorFlow, never downloaded at run time).
 """
 
+from zoo.data.arrays import write_arrays
 from zoo.data.pipeline import BUNDLED, check_data_config, make_eval_source, make_source
 from zoo.data.sources import EvalSource, TrainSource
 
@@ -17,4 +19,5 @@ __all__ = [
     "check_data_config",
     "make_eval_source",
     "make_source",
+    "write_arrays",
 ]

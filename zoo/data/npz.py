@@ -8,35 +8,19 @@ Keys:
 
 Without `image_eval`, a fixed seeded `data.eval_fraction` (default 0.1) of `image` is held out.
 The number of classes is `data.num_classes` or, if absent, 1 + the largest label. Native
-channels: C (1 for [N, H, W]).
+channels: C (1 for [N, H, W]). Float images holding NaN or Inf are refused when a split is
+opened, naming the array and the first bad index.
 """
-
-import os
-import zipfile
 
 import numpy as np
 
 from zoo.data import options, order
+from zoo.data.arrays import Headers, check_finite, read_headers
 from zoo.data.sources import IndexedImages
 
 
-def _headers(path: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """Shape and dtype of every array in the file, read from the .npy headers only (cheap)."""
-    if not os.path.isfile(path):
-        raise ValueError(f"npz file {path!r} does not exist")
-    headers = {}
-    try:
-        with zipfile.ZipFile(path) as archive:
-            for member in archive.namelist():
-                with archive.open(member) as f:
-                    major, minor = np.lib.format.read_magic(f)
-                    # numpy writes version 1.0, or 2.0 for huge headers; 3.0 is not expected.
-                    read_header = getattr(np.lib.format, f"read_array_header_{major}_{minor}")
-                    shape, _, dtype = read_header(f)
-                headers[member.removesuffix(".npy")] = (shape, dtype)
-    except (zipfile.BadZipFile, AttributeError, ValueError, OSError) as error:
-        raise ValueError(f"cannot read npz file {path!r}: {error}") from error
-    return headers
+def _headers(path: str) -> Headers:
+    return read_headers(path, kind="npz")
 
 
 def _check_arrays(path: str, headers: dict) -> None:
@@ -79,16 +63,18 @@ def open_split(data_cfg, train: bool) -> IndexedImages:
     path = options.path(data_cfg)
     headers = _headers(path)
     _check_arrays(path, headers)
-    with np.load(path) as data:
+    with np.load(path, allow_pickle=False) as data:
         if "image_eval" in headers:
             suffix = "" if train else "_eval"
             images = data["image" + suffix]
+            check_finite("npz", path, "image" + suffix, images)
             labels = data["label" + suffix] if "label" in headers else None
             all_labels = (
                 None if labels is None else np.concatenate([data["label"], data["label_eval"]])
             )
         else:
             images = data["image"]
+            check_finite("npz", path, "image", images)  # before the split: file indices
             labels = all_labels = data["label"] if "label" in headers else None
             num_eval = order.eval_count(len(images), options.eval_fraction(data_cfg))
             train_idx, eval_idx = order.holdout_split(
@@ -120,4 +106,5 @@ def open_split(data_cfg, train: bool) -> IndexedImages:
         # Native channels come from `image` for both splits, so their element specs agree.
         channels=options.channels(data_cfg, native=_native_channels(headers["image"][0])),
         num_classes=num_classes,
+        background=options.background(data_cfg),
     )

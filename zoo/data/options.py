@@ -73,3 +73,23 @@ def path(data_cfg, key: str = "path") -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"data.{key} is required for dataset {data_cfg.get('name')!r}")
     return value
+
+
+def skip_bad_images(data_cfg) -> bool:
+    """Whether undecodable image files are dropped (with a warning) instead of an error."""
+    value = data_cfg.get("skip_bad_images", False)
+    if not isinstance(value, bool):
+        raise ValueError(f"data.skip_bad_images must be a bool, got {value!r}")
+    return value
+
+
+def background(data_cfg) -> tuple[int, int, int]:
+    """RGB in 0..255 that transparent pixels are composited over (default white)."""
+    value = data_cfg.get("background", (255, 255, 255))
+    if (
+        not isinstance(value, (tuple, list))
+        or len(value) != 3
+        or not all(_is_int(v) and 0 <= v <= 255 for v in value)
+    ):
+        raise ValueError(f"data.background must be an RGB triple of ints in 0..255, got {value!r}")
+    return tuple(int(v) for v in value)

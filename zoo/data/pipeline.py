@@ -5,7 +5,7 @@
 
 from types import ModuleType
 
-from zoo.data import digits, image_folder, npz, options, ring, shapes, tfds_source
+from zoo.data import arrays, digits, image_folder, npz, options, ring, shapes, tfds_source
 from zoo.data.scenes import blender, llff
 from zoo.data.sources import EvalSource, Examples, TrainSource
 
@@ -14,6 +14,7 @@ BUNDLED: dict[str, ModuleType] = {
     "shapes": shapes,
     "image_folder": image_folder,
     "npz": npz,
+    "arrays": arrays,
     "ring": ring,
     "blender": blender,
     "llff": llff,
@@ -29,6 +30,7 @@ def check_data_config(data_cfg) -> None:
     options.image_size(data_cfg)
     options.random_flip(data_cfg)
     options.dataset_seed(data_cfg)
+    options.background(data_cfg)
     if name in BUNDLED:
         BUNDLED[name].check(data_cfg)
     else:

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from zoo.data import order
-from zoo.data.preprocess import flip_left_right, prepare_image
+from zoo.data.preprocess import WHITE, flip_left_right, prepare_image
 
 Batch = dict[str, np.ndarray]
 ElementSpec = dict[str, tuple[tuple[int, ...], np.dtype]]
@@ -24,7 +24,7 @@ class Examples(Protocol):
       name: the dataset name, as in the config.
       num_examples: N, the number of examples.
       num_classes: number of label values, or None when there are no labels.
-      element_spec: per-example `{key: (shape, dtype)}` of what `load` returns.
+      element_spec: per-example `{key: (shape, dtype)}` of every field `load` returns.
     """
 
     name: str
@@ -33,7 +33,11 @@ class Examples(Protocol):
     element_spec: ElementSpec
 
     def load(self, indices: np.ndarray) -> Batch:
-        """Examples `indices` (`[B] int`), stacked: `image` `[B, H, W, C] float32 in [-1, 1]`."""
+        """Examples `indices` (`[B] int`), stacked: each field `[B, *shape]` of its spec's dtype.
+
+        Image datasets return `image` `[B, H, W, C] float32 in [-1, 1]` (and `label` `[B] int32`);
+        others (`arrays`, `ring`) return their own fields.
+        """
         ...
 
 
@@ -48,6 +52,7 @@ class IndexedImages:
       image_size: output height and width.
       channels: output channels, 1 or 3.
       num_classes: number of labels, or None for an unlabelled dataset.
+      background: RGB in 0..255 under transparent pixels (see `prepare_image`).
     """
 
     def __init__(
@@ -58,12 +63,13 @@ class IndexedImages:
         image_size: int,
         channels: int,
         num_classes: int | None,
+        background: tuple[int, int, int] = WHITE,
     ):
         self.name = name
         self.num_examples = num_examples
         self.num_classes = num_classes
         self._read = read
-        self._size, self._channels = image_size, channels
+        self._size, self._channels, self._background = image_size, channels, background
         self.element_spec: ElementSpec = {
             "image": ((image_size, image_size, channels), np.dtype(np.float32))
         }
@@ -74,7 +80,7 @@ class IndexedImages:
         images, labels = [], []
         for i in indices:
             image, label = self._read(int(i))
-            images.append(prepare_image(image, self._size, self._channels))
+            images.append(prepare_image(image, self._size, self._channels, self._background))
             labels.append(label)
         batch = {"image": np.stack(images)}
         if self.num_classes is not None:
@@ -161,9 +167,13 @@ class TrainSource(_ExamplesView):
         return out
 
     def batch(self, step: int) -> Batch:
-        """The examples of train step `step` for this process; `image` is `[L, H, W, C]`."""
+        """The examples of train step `step` for this process: every field `[L, ...]`.
+
+        `random_flip` mirrors the `image` field (`[L, H, W, C]`) only; datasets without one
+        (`arrays` of tokens or embeddings, `ring`) pass through untouched.
+        """
         batch = self._examples.load(self.indices(step))
-        if self.random_flip:
+        if self.random_flip and "image" in batch:
             flips = order.coin_flips(self.seed, self.positions(step))
             batch["image"] = flip_left_right(batch["image"], flips)
         return batch

@@ -4,7 +4,7 @@
 (or parquet) format and decodes images with numpy/PIL, so neither TensorFlow nor `tfds.load` is
 needed. We call it on the builder rather than `tfds.data_source`, which would download and
 prepare a missing dataset: nothing is downloaded at run time; an unprepared dataset is an error
-that says where we looked and how to prepare it.
+that says where we looked and gives the command that prepares it (`prepare_command`).
 
 Config: `data.path` is the tfds data_dir (default: tfds's own, `$TFDS_DATA_DIR` or
 ~/tensorflow_datasets); `data.train_split` / `data.eval_split` (default "train" / "test", any
@@ -12,8 +12,16 @@ tfds split string such as "train[:90%]"); `data.image_key` / `data.label_key` (d
 "label"; a dataset without the default label key is unlabelled).
 """
 
+import os
+import shlex
+
 from zoo.data import options
 from zoo.data.sources import IndexedImages
+
+# Preparing (download + write array_record) runs TensorFlow; tensorflow-datasets 4.9.10's
+# `tfds` command also imports mlcroissant at start-up (scripts/cli/croissant.py, imported by
+# scripts/cli/main.py), even for `tfds build`. Reading the prepared files here needs neither.
+PREPARE_REQUIREMENTS = "pip install tensorflow mlcroissant"
 
 
 def _builder(data_cfg, bundled: tuple[str, ...]):
@@ -34,23 +42,50 @@ def _split(data_cfg, train: bool) -> str:
     return data_cfg.get("train_split", "train") if train else data_cfg.get("eval_split", "test")
 
 
-def _data_source(builder, split: str):
+def prepare_command(data_cfg, builder, overwrite: bool = False) -> str:
+    """The `tfds build` command that writes `data.name` where this config reads it.
+
+    Flags as tensorflow-datasets 4.9.10's `tfds build` parses them (scripts/cli/build.py and
+    cli_utils.py: `--file_format` from GenerationOptions, `--data_dir` from PathOptions). The
+    dataset is named as the config names it ("name", "name/config", "name:version"), which
+    `tfds build` accepts like `tfds.builder` does. The data_dir is `data.path`, or tfds's
+    default root when unset, made absolute so the command can be run from anywhere.
+    """
+    data_dir = os.path.abspath(os.path.expanduser(str(builder.data_dir_root)))
+    command = (
+        f"tfds build {shlex.quote(options.name(data_cfg))} --file_format=array_record "
+        f"--data_dir={shlex.quote(data_dir)}"
+    )
+    return command + " --overwrite" if overwrite else command
+
+
+def _data_source(data_cfg, builder, split: str):
     """The random-access source of `split`; a clear error if it is not prepared for that."""
     try:
         return builder.as_data_source(split=split)
     except Exception as error:  # tfds raises ValueError, NotImplementedError, KeyError, ...
         name = builder.info.full_name
+        how = (
+            "Prepare it once, where the network is available (preparing needs TensorFlow and "
+            f"the tfds command mlcroissant; reading it here needs neither):\n"
+            f"    {PREPARE_REQUIREMENTS}\n    "
+        )
         if not builder.is_prepared():
             raise ValueError(
                 f"tfds dataset {builder.name!r} is not prepared in {builder.data_dir!s} and "
-                "nothing is downloaded at run time. Prepare it once, where the network is "
-                f"available, in the random-access format: `tfds build {builder.name} "
-                f"--file_format=array_record --data_dir=<dir>` (set data.path to <dir>)"
+                f"nothing is downloaded at run time. {how}{prepare_command(data_cfg, builder)}"
+            ) from error
+        file_format = getattr(builder.info.file_format, "value", builder.info.file_format)
+        if file_format not in ("array_record", "parquet"):
+            raise ValueError(
+                f"tfds dataset {name!r} in {builder.data_dir!s} is prepared as {file_format}, "
+                f"which has no random access; it must be array_record. {how}"
+                f"{prepare_command(data_cfg, builder, overwrite=True)}"
             ) from error
         splits = sorted(builder.info.splits)
         raise ValueError(
             f"cannot open split {split!r} of {name!r} in {builder.data_dir!s} for random "
-            f"access (splits: {splits}; it must be prepared as array_record): {error}"
+            f"access (prepared splits: {splits}; set data.train_split / data.eval_split): {error}"
         ) from error
 
 
@@ -64,7 +99,8 @@ def _features(data_cfg, builder) -> tuple[str, str | None, int, int | None]:
             f"(features: {sorted(features)}); set data.image_key"
         )
     shape = features[image_key].shape
-    native = shape[-1] if len(shape) == 3 and shape[-1] else 3
+    # Grey (+ alpha) images are natively grey; RGB(A) or unknown are RGB (alpha is composited).
+    native = 1 if len(shape) == 3 and shape[-1] in (1, 2) else 3
     label_key = data_cfg.get("label_key", None)
     if label_key is not None and label_key not in features:
         raise ValueError(
@@ -89,14 +125,14 @@ def check(data_cfg, bundled: tuple[str, ...]) -> None:
     builder = _builder(data_cfg, bundled)
     _, _, native, _ = _features(data_cfg, builder)
     options.channels(data_cfg, native)
-    _data_source(builder, _split(data_cfg, train=True))
-    _data_source(builder, _split(data_cfg, train=False))
+    _data_source(data_cfg, builder, _split(data_cfg, train=True))
+    _data_source(data_cfg, builder, _split(data_cfg, train=False))
 
 
 def open_split(data_cfg, train: bool, bundled: tuple[str, ...]) -> IndexedImages:
     builder = _builder(data_cfg, bundled)
     image_key, label_key, native, num_classes = _features(data_cfg, builder)
-    source = _data_source(builder, _split(data_cfg, train))
+    source = _data_source(data_cfg, builder, _split(data_cfg, train))
 
     def read(i: int):
         record = source[i]
@@ -109,4 +145,5 @@ def open_split(data_cfg, train: bool, bundled: tuple[str, ...]) -> IndexedImages
         image_size=options.image_size(data_cfg),
         channels=options.channels(data_cfg, native),
         num_classes=num_classes,
+        background=options.background(data_cfg),
     )

@@ -39,7 +39,7 @@ from zoo.diffusion.likelihood import exact_bpd, mc_bpd
 from zoo.diffusion.schedules import Schedule, make_schedule
 from zoo.engine.objective import Objective, Player
 from zoo.engine.optim import make_optimizer
-from zoo.engine.rng import per_example, shared_key
+from zoo.engine.rng import example_keys, per_example
 
 SAMPLERS = ("ancestral", "ddim")
 BPD_EVALS = ("mc", "exact", "none")
@@ -136,7 +136,7 @@ def build_objective(config) -> Objective:
         if conditional:
             y = jnp.where(u < label_dropout, null_label, batch["label"].astype(jnp.int32))
         xt = q_sample(sched, x0, t, eps)  # eq. 4.3
-        out = model(xt, t, y, dropout_key=shared_key(ctx, "dropout"))
+        out = model(xt, t, y, dropout_key=example_keys(ctx, "dropout"))
         value = diffusion_loss(out, prediction_target(sched, x0, eps, t, prediction))
         return value, {"loss": value}
 

@@ -38,6 +38,7 @@ from zoo.nn.blocks import (
     conv,
     group_norm,
 )
+from zoo.nn.dropout import fold_in
 from zoo.nn.embeddings import timestep_embedding
 
 
@@ -168,7 +169,8 @@ class UNet(nnx.Module):
           t: ``[B]`` int32 or float timesteps.
           y: ``[B]`` int32 class labels, only when ``num_classes > 0``; the value
             ``num_classes`` (or ``y=None``) means "no label".
-          dropout_key: PRNG key, required when dropout > 0 in train mode
+          dropout_key: ``[B]`` PRNG keys, one per example (or one key for the whole
+            batch), required when dropout > 0 in train mode
             (``nnx.view(m, deterministic=True)`` gives eval mode).
 
         Returns:
@@ -186,7 +188,7 @@ class UNet(nnx.Module):
 
         def res(block, h):  # a distinct dropout key per residual block
             i = next(block_index)
-            key = None if dropout_key is None else jax.random.fold_in(dropout_key, i)
+            key = None if dropout_key is None else fold_in(dropout_key, i)
             return block(h, temb, dropout_key=key)
 
         h = self.conv_in(x)

@@ -1,6 +1,19 @@
-"""Checks of the config keys every run needs, before anything is built or compiled."""
+"""The config sections every run has: defaults, checks before anything is built, and diffs.
+
+- :func:`base_config`: defaults of ``model``, ``seed``, ``parallel``, ``data``,
+  ``train``, ``eval`` and ``optim`` (a family adds its own sections).
+- :func:`check_config`: a ValueError naming the bad field and what it accepts,
+  before the reference classifiers train or anything compiles. A family's
+  objective checks its own sections (``unet``, ``gan``, ``nerf``, ...).
+- :func:`config_changes`: what differs between a run's saved config and the
+  current one, for a resumed run to print.
+"""
 
 from __future__ import annotations
+
+import json
+import numbers
+from typing import Any
 
 REQUIRED = {
     "": ("model", "seed", "parallel", "data", "train", "optim"),
@@ -8,10 +21,20 @@ REQUIRED = {
     "train": ("steps", "log_every", "checkpoint_every"),
     "optim": ("name", "lr"),
 }
+# Hook periods in train steps; 0 turns the hook off (the last step still logs and saves).
+EVERY = ("log_every", "sample_every", "eval_every", "checkpoint_every")
 
 
 def check_config(config) -> None:
-    """Raise ValueError naming every missing key (e.g. ``train.steps``)."""
+    """Raise ValueError naming the first bad field of the engine's sections.
+
+    Missing keys first (all of them), then each field's type and range; the
+    choices come from the modules that use them (``parallel.PARALLEL_MODES``,
+    ``step.NONFINITE_MODES``, ``optim.OPTIMIZERS`` / ``SCHEDULES``). Last, the
+    batch layout against this host's devices.
+    """
+    from zoo.engine import optim, parallel, step
+
     missing = []
     for section, keys in REQUIRED.items():
         node = config if not section else config.get(section)
@@ -20,10 +43,185 @@ def check_config(config) -> None:
         missing += [f"{section}.{k}" if section else k for k in keys if k not in node]
     if missing:
         raise ValueError(f"config is missing required keys: {', '.join(missing)}")
-    if int(config.train.steps) < 1:
-        raise ValueError(f"train.steps must be >= 1, got {config.train.steps}")
-    if int(config.data.batch_size) < 1:
-        raise ValueError(f"data.batch_size must be >= 1, got {config.data.batch_size}")
+
+    _choice(config, "parallel", parallel.PARALLEL_MODES)
+    _integer(config, "seed")
+    batch_size = _integer(config, "data.batch_size", minimum=1)
+    _integer(config, "train.steps", minimum=1)
+    for name in EVERY:
+        _integer(config, f"train.{name}", minimum=0, note="0: never", default=0)
+    _integer(config, "train.keep_checkpoints", minimum=1, default=3)
+    _choice(config, "train.on_nonfinite", step.NONFINITE_MODES, default="stop")
+    _boolean(config, "train.async_checkpoint", default=True)
+    minimum = 1 if _get(config, "train.sample_every", 0) else 0
+    _integer(config, "train.num_samples", minimum=minimum, default=minimum)
+    _integer(config, "eval.batch_size", minimum=1, default=1)
+    _integer(config, "eval.num_examples", minimum=0, note="0: all", default=0)
+    _integer(config, "eval.num_samples", minimum=0, note="0: no sample metrics", default=0)
+    _number(config, "ema_decay", 0.0, 1.0, default=0.0, high_open=True)
+
+    _check_optim(config, "optim", optim)
+    if config.get("optim_d") is not None:  # GANs: the discriminator's changes to optim
+        _check_optim(config, "optim_d", optim, base=config.optim)
+    microbatches = _integer(config, "optim.microbatches", minimum=1, default=1)
+    if batch_size % microbatches:
+        raise ValueError(
+            f"optim.microbatches={microbatches} must divide data.batch_size={batch_size}"
+        )
+    parallel.check_batch_layout(batch_size, microbatches, config.parallel)
+
+
+def _check_optim(config, section: str, optim, base=None) -> None:
+    """``optim`` (or ``optim_d``, whose missing fields come from ``base``)."""
+    merged = {**(base.to_dict() if base is not None else {}), **config[section].to_dict()}
+    node = {section: merged}
+    _choice(node, f"{section}.name", optim.OPTIMIZERS)
+    _choice(node, f"{section}.schedule", optim.SCHEDULES, default="constant")
+    _number(node, f"{section}.lr", 0.0, None, low_open=True)
+    for name in ("b1", "b2"):
+        _number(node, f"{section}.{name}", 0.0, 1.0, default=0.9, high_open=True)
+    _number(node, f"{section}.eps", 0.0, None, default=1e-8, low_open=True)
+    for name in ("weight_decay", "grad_clip", "end_lr_factor"):
+        _number(node, f"{section}.{name}", 0.0, None, default=0.0)
+    _integer(node, f"{section}.warmup_steps", minimum=0, default=0)
+    _integer(node, f"{section}.decay_steps", minimum=0, note="0: the run's steps", default=0)
+    if merged.get("schedule") == "exponential" and not merged.get("end_lr_factor", 0.0) > 0:
+        raise ValueError(
+            f"{section}.schedule='exponential' needs {section}.end_lr_factor > 0 "
+            f"(the rate at the end, as a fraction of lr), got {merged.get('end_lr_factor')}"
+        )
+
+
+_MISSING = object()
+
+
+def _get(config, path: str, default: Any = _MISSING) -> Any:
+    node = config
+    for key in path.split("."):
+        if not hasattr(node, "get") or key not in node:
+            if default is _MISSING:
+                raise ValueError(f"config is missing required key {path}")
+            return default
+        node = node[key]
+    return node
+
+
+def _choice(config, path, choices, default=_MISSING):
+    value = _get(config, path, default)
+    if value not in choices:
+        raise ValueError(f"{path}={value!r}; choose one of {', '.join(map(repr, choices))}")
+    return value
+
+
+def _integer(config, path, minimum=None, note="", default=_MISSING) -> int:
+    """An int (an integral float is accepted: 1e5) of at least ``minimum``."""
+    value = _get(config, path, default)
+    ok = isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not ok or (minimum is not None and value < minimum):
+        bound = f" >= {minimum}" if minimum is not None else ""
+        note = f" ({note})" if note else ""
+        raise ValueError(f"{path} must be an integer{bound}{note}, got {value!r}")
+    return int(value)
+
+
+def _number(config, path, low, high, default=_MISSING, low_open=False, high_open=False):
+    value = _get(config, path, default)
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if (
+        not real
+        or value != value  # NaN
+        or (low is not None and (value <= low if low_open else value < low))
+        or (high is not None and (value >= high if high_open else value > high))
+    ):
+        lo = "" if low is None else f"{'>' if low_open else '>='} {low}"
+        hi = "" if high is None else f"{'<' if high_open else '<='} {high}"
+        bounds = " and ".join(filter(None, (lo, hi)))
+        raise ValueError(f"{path} must be a number {bounds}, got {value!r}")
+    return float(value)
+
+
+def _boolean(config, path, default=_MISSING) -> bool:
+    value = _get(config, path, default)
+    if not isinstance(value, bool):
+        raise ValueError(f"{path} must be True or False, got {value!r}")
+    return value
+
+
+# -- what changed between a saved run and this config --------------------------------------
+
+# Fields that change only what a run records and when, never the parameters it computes.
+BOOKKEEPING = tuple(f"train.{k}" for k in EVERY) + (
+    "train.keep_checkpoints",
+    "train.async_checkpoint",
+    "train.num_samples",
+    "eval.",
+)
+
+
+def config_changes(saved: dict, current: dict) -> list[str]:
+    """What differs between a run's ``saved`` config and the ``current`` one, one line each.
+
+    Both are nested dicts (``ConfigDict.to_dict()``, or the JSON a checkpoint
+    holds: tuples and lists compare equal). Lines, sorted by key:
+    ``"train.steps: 6 -> 8"``, ``"optim.foo: added (0.1)"``,
+    ``"data.bar: removed (was 3)"``. When any change alters the numbers the
+    resumed run computes, a last line names those fields:
+    ``"changes the run's numbers: train.steps (the learning rate's cosine decay
+    spans train.steps), optim.lr"``. Everything but the :data:`BOOKKEEPING`
+    fields does, except ``train.steps`` under a schedule that does not depend
+    on it (``constant``, or a fixed ``optim.decay_steps``): more steps then
+    only run longer. [] when nothing differs.
+    """
+    old, new = _flatten(_plain(saved)), _flatten(_plain(current))
+    lines, numeric = [], []
+    for key in sorted(old.keys() | new.keys()):
+        if key not in new:
+            lines.append(f"{key}: removed (was {old[key]!r})")
+        elif key not in old:
+            lines.append(f"{key}: added ({new[key]!r})")
+        elif old[key] != new[key]:
+            lines.append(f"{key}: {old[key]!r} -> {new[key]!r}")
+        else:
+            continue
+        why = _changes_numbers(key, new)
+        if why is not None:
+            numeric.append(f"{key}{f' ({why})' if why else ''}")
+    if numeric:
+        lines.append(f"changes the run's numbers: {', '.join(numeric)}")
+    return lines
+
+
+def _changes_numbers(key: str, current: dict) -> str | None:
+    """None when changing ``key`` cannot change the computed numbers; else why (or "")."""
+    if any(key == b or (b.endswith(".") and key.startswith(b)) for b in BOOKKEEPING):
+        return None
+    if key != "train.steps":
+        return ""
+    sections = [s for s in ("optim", "optim_d") if any(k.startswith(f"{s}.") for k in current)]
+    decaying = []
+    for section in sections:  # optim_d's missing fields are optim's
+        schedule = current.get(f"{section}.schedule", current.get("optim.schedule", "constant"))
+        fixed = current.get(f"{section}.decay_steps", current.get("optim.decay_steps", 0))
+        if schedule != "constant" and not fixed:
+            decaying.append(f"{section}.schedule={schedule!r}")
+    if not decaying:
+        return None
+    return f"the learning rate's decay ({', '.join(decaying)}) spans train.steps"
+
+
+def _plain(tree: Any) -> Any:
+    """JSON-shaped copy: tuples as lists, anything else JSON cannot hold as its str."""
+    return json.loads(json.dumps(tree, default=str))
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def base_config():
@@ -35,6 +233,9 @@ def base_config():
     c.seed = 0
     c.parallel = "jit"  # or "pmap": the same step under jax.pmap
     c.ema_decay = 0.0
+    # Trained runs this one loads (zoo.engine.stages): role -> stage_entry(...).
+    c.stages = ml_collections.ConfigDict()  # frozen roles
+    c.init = ml_collections.ConfigDict()  # trained roles' initial weights
     c.data = ml_collections.ConfigDict(
         dict(
             name="",
@@ -51,8 +252,8 @@ def base_config():
         dict(
             steps=1000,
             on_nonfinite="stop",  # or "skip"
-            log_every=50,
-            sample_every=0,  # 0: only at the end
+            log_every=50,  # 0 in any *_every: never (the last step still logs and saves)
+            sample_every=0,
             eval_every=0,
             checkpoint_every=1000,
             keep_checkpoints=3,

@@ -23,10 +23,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from zoo import data as zdata
-from zoo.engine import parallel
+from zoo.engine import parallel, stages
 from zoo.engine.checkpoint import Checkpointer
+from zoo.engine.config import config_changes
 from zoo.engine.objective import Objective
-from zoo.engine.state import Graphs, count_params, init_state, split_modules
+from zoo.engine.state import Graphs, count_params, init_state, split_frozen, split_modules
 from zoo.engine.step import Models, build_train_step
 from zoo.engine.writers import MetricWriter, image_grid, save_image_grid
 
@@ -86,14 +87,32 @@ class Trainer:
             process_index=jax.process_index(),
             process_count=jax.process_count(),
         )
-        self.graphs, params, rest = split_modules(objective.modules)
+        self.checkpointer = Checkpointer(
+            workdir,
+            keep=int(train.get("keep_checkpoints", 3)),
+            async_save=bool(train.get("async_checkpoint", True)),
+        )
+        batch_axis = parallel.AXIS if config.parallel == "pmap" else None
+        self.graphs, params, rest = split_modules(objective.modules, batch_axis=batch_axis)
+        self.graphs, frozen = split_frozen(objective.frozen, self.graphs)
         self.num_params = {role: count_params(p) for role, p in params.items()}
+        # Trained stages: loaded (and their shapes checked) before anything compiles.
+        resuming = bool(self.checkpointer.steps())
+        replicated = self.runner.replicated
+        frozen = stages.frozen_variables(
+            config, workdir, frozen, resuming=resuming, sharding=replicated
+        )
+        if not resuming:
+            params, rest = stages.initial_variables(config, workdir, params, rest, replicated)
+        # The global copy serves sampling and evals; the step gets the mode's layout.
+        self.frozen = jax.device_put(frozen, replicated)
+        self._step_frozen = self.runner.replicate(self.frozen)
         # Variables go in as arguments: closed over, they would be baked into the
         # init program as constants (slow to compile for large models).
         self._init = functools.partial(init_state, objective)
         self._variables = (params, rest)
         self.abstract_state = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.runner.replicated),
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
             jax.eval_shape(self._init, *self._variables),
         )
         step_fn = build_train_step(
@@ -101,14 +120,9 @@ class Trainer:
             self.graphs,
             seed=int(config.seed),
             on_nonfinite=train.get("on_nonfinite", "stop"),
-            axis_name=parallel.AXIS if config.parallel == "pmap" else None,
+            axis_name=batch_axis,
         )
         self.run_step = self.runner.compile_step(step_fn, self.abstract_state)
-        self.checkpointer = Checkpointer(
-            workdir,
-            keep=int(train.get("keep_checkpoints", 3)),
-            async_save=bool(train.get("async_checkpoint", True)),
-        )
         self._sampler = self._evaluator = self._eval_source = self._figures = None
 
     # -- state -------------------------------------------------------------
@@ -117,9 +131,12 @@ class Trainer:
         restored = self.checkpointer.restore_latest(self.abstract_state)
         if restored is None:
             return self.runner.init_state(self._init, *self._variables), 0
-        state, _, data_state = restored
+        state, saved_config, data_state = restored
         step = int(data_state["step"])
         log.info("resumed from step %d in %s", step, self.checkpointer.directory)
+        changes = config_changes(saved_config, self.config.to_dict())
+        if changes:
+            log.warning("the config differs from the checkpoint's:\n  %s", "\n  ".join(changes))
         return self.runner.replicate(state), step
 
     def save(self, state, step: int) -> None:
@@ -130,19 +147,33 @@ class Trainer:
 
     # -- batches -----------------------------------------------------------
     def host_batch(self, step: int) -> dict[str, np.ndarray]:
-        """This process's examples of ``step`` laid out as [S, A, B, ...]."""
+        """This process's examples of ``step`` laid out as [S, A, B_local, ...].
+
+        Example j of the step (``source.batch`` gives process p the contiguous
+        j in [p * L, (p + 1) * L)) goes to b = j // (S * A), s = j // A % S,
+        a = j % A: each process's share is then a contiguous slice of B in every
+        substep and microbatch, so the global batch that
+        ``make_array_from_process_local_data`` glues along B is the same for any
+        number of processes.
+        """
         local = numeric(self.source.batch(step))
         n = len(next(iter(local.values())))
         offset = jax.process_index() * n
         local["example_id"] = np.arange(offset, offset + n, dtype=np.int32)
-        shape = (self.substeps, self.microbatches, n // (self.substeps * self.microbatches))
-        return {k: np.asarray(v).reshape(*shape, *np.shape(v)[1:]) for k, v in local.items()}
+        s, a = self.substeps, self.microbatches
+
+        def layout(v):  # [L, ...] -> [L / (S * A), S, A, ...] -> [S, A, L / (S * A), ...]
+            v = np.asarray(v)
+            return np.moveaxis(v.reshape(n // (s * a), s, a, *v.shape[1:]), 0, 2)
+
+        return {k: layout(v) for k, v in local.items()}
 
     # -- hooks ---------------------------------------------------------------
     def eval_params(self, state):
-        """Params for sampling/eval: the EMA copy where a role keeps one."""
+        """``(params, rest, frozen)`` for sampling and evals: the EMA copy where a role
+        keeps one, and the trained stages (the arguments of :class:`Models`)."""
         state = self.runner.unreplicate(state)
-        return {**state.params, **state.ema}, state.rest
+        return {**state.params, **state.ema}, state.rest, self.frozen
 
     def samples(self, state, n: int, seed_offset: int = 0) -> dict[str, np.ndarray]:
         """``n`` samples from the EMA params: ``{"image": [n, H, W, C], ...}`` (see Objective)."""
@@ -150,11 +181,10 @@ class Trainer:
             sample = self.objective.sample
             graphs: Graphs = self.graphs
             self._sampler = jax.jit(
-                lambda p, r, key, n: sample(Models(graphs, p, r), key, n), static_argnums=3
+                lambda p, r, f, key, n: sample(Models(graphs, p, r, f), key, n), static_argnums=4
             )
-        params, rest = self.eval_params(state)
         key = jax.random.fold_in(jax.random.key(int(self.config.seed) + 1), seed_offset)
-        out = jax.device_get(self._sampler(params, rest, key, n))
+        out = jax.device_get(self._sampler(*self.eval_params(state), key, n))
         out = out if isinstance(out, dict) else {"image": out}
         return {k: np.asarray(v) for k, v in out.items()}
 
@@ -165,13 +195,13 @@ class Trainer:
         if self._figures is None:
             graphs: Graphs = self.graphs
             self._figures = {
-                name: jax.jit(lambda p, r, key, f=fn: f(Models(graphs, p, r), key))
+                name: jax.jit(lambda p, r, f, key, fig=fn: fig(Models(graphs, p, r, f), key))
                 for name, fn in self.objective.figures.items()
             }
-        params, rest = self.eval_params(state)
+        variables = self.eval_params(state)
         key = jax.random.key(int(self.config.seed) + 3)
         return {
-            name: np.asarray(jax.device_get(fn(params, rest, key)))
+            name: np.asarray(jax.device_get(fn(*variables, key)))
             for name, fn in self._figures.items()
         }
 
@@ -208,9 +238,11 @@ class Trainer:
     def _held_out_metrics(self, state) -> dict[str, float]:
         if self._evaluator is None:
             evaluate, graphs = self.objective.evaluate, self.graphs
-            self._evaluator = jax.jit(lambda p, r, b, key: evaluate(Models(graphs, p, r), b, key))
+            self._evaluator = jax.jit(
+                lambda p, r, f, b, key: evaluate(Models(graphs, p, r, f), b, key)
+            )
             self._eval_source = zdata.make_eval_source(self.config.data)
-        params, rest = self.eval_params(state)
+        variables = self.eval_params(state)
         cfg = self.config.eval
         batch_size = int(cfg.batch_size) - int(cfg.batch_size) % jax.device_count()
         totals: dict[str, float] = {}
@@ -223,7 +255,7 @@ class Trainer:
             if n % jax.device_count():
                 break  # a ragged last batch does not shard; skip it
             placed = self.runner.put_examples(batch)
-            out = jax.device_get(self._evaluator(params, rest, placed, jax.random.fold_in(key, i)))
+            out = jax.device_get(self._evaluator(*variables, placed, jax.random.fold_in(key, i)))
             for k, v in out.items():
                 totals[k] = totals.get(k, 0.0) + float(v) * n
             seen += n
@@ -265,51 +297,76 @@ class Trainer:
         load = lambda s: self.runner.put_batch(self.host_batch(s))  # noqa: E731
         future = prefetch.submit(load, start) if start < self.total_steps else None
         step = start
-        with Preemption() as preempt:
-            while step < self.total_steps:
-                batch = future.result()
-                if step + 1 < self.total_steps:
-                    future = prefetch.submit(load, step + 1)
-                active = tuple(step % p.every == 0 for p in self.objective.players)
-                state, metrics = self.run_step(state, batch, active)
-                step += 1
-                steps_since += 1
-                pending.append(metrics)
-                bar.update(1)
-                last = step == self.total_steps
-                if last or (every["log_every"] and step % every["log_every"] == 0):
-                    now = time.perf_counter()
-                    summary = self._log(state, step, pending, steps_since / (now - last_log))
-                    # One loss per player: "model", or "discriminator" and "generator".
-                    bar.set_postfix(
-                        {
+        try:
+            with Preemption() as preempt:
+                while step < self.total_steps:
+                    batch = future.result()
+                    if step + 1 < self.total_steps:
+                        future = prefetch.submit(load, step + 1)
+                    active = tuple(step % p.every == 0 for p in self.objective.players)
+                    state, metrics = self.run_step(state, batch, active, self._step_frozen)
+                    step += 1
+                    steps_since += 1
+                    pending.append(metrics)
+                    bar.update(1)
+                    last = step == self.total_steps
+                    if last or (every["log_every"] and step % every["log_every"] == 0):
+                        now = time.perf_counter()
+                        summary = self._log(state, step, pending, steps_since / (now - last_log))
+                        # One loss per player: "model", or "discriminator" and "generator".
+                        losses = {
                             k.split("/")[0]: f"{v:.4g}"
                             for k, v in summary.items()
                             if k.endswith("/loss")
                         }
-                    )
-                    pending, steps_since, last_log = [], 0, time.perf_counter()
-                if every["sample_every"] and (step % every["sample_every"] == 0 or last):
-                    self.write_samples(state, step)
-                if every["eval_every"] and (step % every["eval_every"] == 0 or last):
-                    metrics = self.evaluate(state, step)
-                    summary = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
-                    bar.write(f"step {step}: {summary}", file=sys.stderr)
-                if last or (every["checkpoint_every"] and step % every["checkpoint_every"] == 0):
-                    self.save(state, step)
-                if preempt.requested:
-                    self.save(state, step)
-                    self.checkpointer.wait()
-                    bar.write(
-                        f"{preempt.requested} received: saved a checkpoint at step {step}",
-                        file=sys.stderr,
-                    )
-                    break
-        bar.close()
-        prefetch.shutdown(wait=True)
-        self.checkpointer.close()
-        self.writer.close()
+                        bar.set_postfix(losses)
+                        pending, steps_since, last_log = [], 0, time.perf_counter()
+                    # The checkpoint first: a sample grid or an eval that fails must not
+                    # cost the step's checkpoint.
+                    if last or (
+                        every["checkpoint_every"] and step % every["checkpoint_every"] == 0
+                    ):
+                        self.save(state, step)
+                    if preempt.requested:
+                        self.save(state, step)
+                        self.checkpointer.wait()
+                        bar.write(
+                            f"{preempt.requested} received: saved a checkpoint at step {step}",
+                            file=sys.stderr,
+                        )
+                        break
+                    if every["sample_every"] and (step % every["sample_every"] == 0 or last):
+                        self.write_samples(state, step)
+                    if every["eval_every"] and (step % every["eval_every"] == 0 or last):
+                        metrics = self.evaluate(state, step)
+                        if jax.process_index() == 0:
+                            summary = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+                            bar.write(f"step {step}: {summary}", file=sys.stderr)
+        except BaseException as err:
+            self._report_stop(err, step)
+            raise
+        finally:
+            # Finish (never abandon) a checkpoint being written, whatever happened.
+            bar.close()
+            prefetch.shutdown(wait=True, cancel_futures=True)
+            self.checkpointer.close()
+            self.writer.close()
         return state
+
+    def _report_stop(self, err: BaseException, step: int) -> None:
+        """Say where a rerun of the same command resumes, once pending saves are on disk."""
+        self.checkpointer.wait()
+        saved = self.checkpointer.steps()
+        resume = f"step {saved[-1]}" if saved else "step 0 (no checkpoint yet)"
+        log.error(
+            "the run stopped after step %d (%s: %s); checkpoints on disk: %s; running the "
+            "same command again resumes from %s",
+            step,
+            type(err).__name__,
+            str(err).splitlines()[0] if str(err) else "",
+            saved,
+            resume,
+        )
 
     def _log(self, state, step: int, pending: list[dict], steps_per_sec: float) -> dict:
         host = [self.runner.metrics_to_host(m) for m in pending]
@@ -330,7 +387,6 @@ class Trainer:
             player = self.objective.players[i].name
             self.checkpointer.wait()
             saved = self.checkpointer.steps()
-            self.checkpointer.close()
             raise FloatingPointError(
                 f"the loss or gradient of player {player!r} became NaN/Inf at step "
                 f"{int(nonfinite[i])}; that update was not applied and the run stopped. "

@@ -96,7 +96,13 @@ class Objective:
         truth), with the same parameters as ``sample``.
     evaluate: ``(models, batch, rng) -> dict of scalar metrics`` on held-out
         data, or None.
-    frozen: loaded, never-updated parts (a stage-1 tokenizer, a text encoder).
+    frozen: role -> NNX module that is read but never trained: a stage-1
+        tokenizer or autoencoder, a text encoder, a perceptual-loss network. Its
+        weights come from another run's checkpoint when ``config.stages.<role>``
+        names one (:mod:`zoo.engine.stages`), else they are the module's own (a
+        family that loads a weights file itself). Losses, ``sample``,
+        ``evaluate`` and ``figures`` get it through ``models(role)``: eval mode,
+        no gradient, no optimizer state, never updated.
     """
 
     modules: dict[str, nnx.Module]
@@ -105,7 +111,7 @@ class Objective:
     ema: dict[str, float] = dataclasses.field(default_factory=dict)
     sample: Callable | None = None
     evaluate: Callable | None = None
-    frozen: dict[str, Any] = dataclasses.field(default_factory=dict)
+    frozen: dict[str, nnx.Module] = dataclasses.field(default_factory=dict)
     figures: dict[str, Callable] = dataclasses.field(default_factory=dict)
 
     @property
@@ -116,7 +122,12 @@ class Objective:
     def check(self) -> None:
         """Raise ValueError on an inconsistent objective (before compiling)."""
         roles = set(self.modules)
+        both = roles & set(self.frozen)
+        if both:
+            raise ValueError(f"roles {sorted(both)} are both trained (modules) and frozen")
         for p in self.players:
+            if p.updates in self.frozen:
+                raise ValueError(f"player {p.name!r} updates the frozen role {p.updates!r}")
             if p.updates not in roles:
                 raise ValueError(
                     f"player {p.name!r} updates role {p.updates!r}, but the objective "

@@ -21,21 +21,6 @@ PARALLEL_MODES = ("jit", "pmap")
 AXIS = "data"
 
 
-def maybe_initialize_distributed() -> None:
-    """Join a multi-host run when the launcher set the coordinator variables.
-
-    Every process needs JAX_COORDINATOR_ADDRESS (host:port of process 0),
-    JAX_NUM_PROCESSES and JAX_PROCESS_ID; on CPU, several localhost processes
-    started that way form one run.
-    """
-    if "JAX_COORDINATOR_ADDRESS" in os.environ and jax.process_count() == 1:
-        jax.distributed.initialize(
-            coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
-            num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
-            process_id=int(os.environ["JAX_PROCESS_ID"]),
-        )
-
-
 def enable_compilation_cache(default_dir: str = "~/.cache/zoo/xla") -> None:
     """Keep compiled programs on disk, so a resumed or repeated run skips recompiling.
 
@@ -101,9 +86,19 @@ class Runner:
         }
 
     def put_examples(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        """A whole [B, ...] batch (eval data, same on every process), sharded on B."""
+        """A whole [B, ...] batch (eval data, same on every process), sharded on B.
+
+        Each process places only the slices of its own devices. (``device_put``
+        would too, but with several processes it first all-gathers the whole
+        batch to check that every process passed the same one.)
+        """
         sharding = NamedSharding(self.mesh, P(AXIS))
-        return {k: jax.device_put(np.asarray(v), sharding) for k, v in batch.items()}
+
+        def place(v):
+            v = np.asarray(v)
+            return jax.make_array_from_callback(v.shape, sharding, lambda index: v[index])
+
+        return {k: place(v) for k, v in batch.items()}
 
     # -- state -----------------------------------------------------------
     def init_state(self, init_fn: Callable[..., Any], *args) -> Any:
@@ -120,32 +115,48 @@ class Runner:
         return jax.device_put(stacked, self.per_device)
 
     def unreplicate(self, state):
-        """The state in the jit layout (what checkpoints and samplers see)."""
+        """The state in the jit layout (what checkpoints and samplers see).
+
+        Built from each local device's own copy, with no computation across
+        devices: ``x[0]`` would be one, and with several processes on CPU it
+        deadlocks (measured on jax 0.10.2 with gloo); it would also leave the
+        state on one device of each process, not in the jit layout.
+        """
         if self.mode != "pmap":
             return state
-        return jax.tree.map(lambda x: x[0], state)
+
+        def one(x):  # [local devices, ...] -> [...] replicated over the mesh
+            shards = [s.data.reshape(x.shape[1:]) for s in x.addressable_shards]
+            return jax.make_array_from_single_device_arrays(x.shape[1:], self.replicated, shards)
+
+        return jax.tree.map(one, state)
 
     def state_shardings(self, abstract_state):
         return jax.tree.map(lambda _: self.replicated, abstract_state)
 
     # -- step ------------------------------------------------------------
     def compile_step(self, step_fn: Callable, abstract_state) -> Callable:
-        """``run(state, batch, active) -> (state, metrics)`` for this mode."""
+        """``run(state, batch, active, frozen) -> (state, metrics)`` for this mode.
+
+        ``frozen`` (the trained stages' variables, placed with :meth:`replicate`
+        under pmap) is an argument, not donated: it is the same every step.
+        """
         cache: dict[tuple[bool, ...], Callable] = {}
 
-        def run(state, batch, active):
+        def run(state, batch, active, frozen):
             if active not in cache:
-                fn = lambda s, b, a=active: step_fn(s, b, a)  # noqa: E731
+                fn = lambda s, b, f, a=active: step_fn(s, b, a, f)  # noqa: E731
                 if self.mode == "pmap":
                     cache[active] = jax.pmap(fn, axis_name=AXIS, donate_argnums=(0,))
                 else:
+                    state_shardings = self.state_shardings(abstract_state)
                     cache[active] = jax.jit(
                         fn,
-                        in_shardings=(self.state_shardings(abstract_state), None),
-                        out_shardings=(self.state_shardings(abstract_state), self.replicated),
+                        in_shardings=(state_shardings, None, self.replicated),
+                        out_shardings=(state_shardings, self.replicated),
                         donate_argnums=(0,),
                     )
-            return cache[active](state, batch)
+            return cache[active](state, batch, frozen)
 
         return run
 

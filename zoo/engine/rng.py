@@ -20,9 +20,15 @@ def step_key(seed: int, step) -> jax.Array:
     return jax.random.fold_in(jax.random.key(seed), step)
 
 
-def example_keys(ctx: Context) -> jax.Array:
-    """One key per example of the batch: ``[B]`` keys, from ``ctx.example_ids``."""
-    return jax.vmap(lambda i: jax.random.fold_in(ctx.rng, i))(ctx.example_ids)
+def example_keys(ctx: Context, name: str | None = None) -> jax.Array:
+    """One key per example of the batch: ``[B]`` keys, from ``ctx.example_ids``.
+
+    ``name`` (optional) gives a separate stream per purpose, e.g.
+    ``example_keys(ctx, "dropout")`` for dropout masks and ``example_keys(ctx, "noise")``
+    for a generator's noise inputs, so they never reuse the latents' keys.
+    """
+    rng = ctx.rng if name is None else shared_key(ctx, name)
+    return jax.vmap(lambda i: jax.random.fold_in(rng, i))(ctx.example_ids)
 
 
 def per_example(ctx: Context, draw, *args, **kwargs) -> jax.Array:
@@ -34,10 +40,12 @@ def per_example(ctx: Context, draw, *args, **kwargs) -> jax.Array:
 
 
 def shared_key(ctx: Context, name: str) -> jax.Array:
-    """A key shared by the whole batch (e.g. dropout masks), named by purpose.
+    """A key shared by the whole batch, named by purpose.
 
     The same for every microbatch of a substep and, under pmap, every device:
-    draws that must differ per example belong in :func:`per_example`.
+    a batch-shaped draw from it (a dropout mask, a noise image) gives other
+    numbers when the batch is split differently, so such draws belong in
+    :func:`per_example` or :func:`example_keys` (``example_keys(ctx, name)``).
     """
     # crc32, not hash(): Python salts str hashes per process, which would make
     # a resumed run draw different masks.

@@ -39,25 +39,73 @@ class TrainState(NamedTuple):
     nonfinite: jax.Array
 
 
+class Frozen(NamedTuple):
+    """Variables of the frozen roles (trained stages): read by losses, never updated.
+
+    params: role -> pure dict of nnx.Param values.
+    rest: role -> pure dict of every other variable (BatchNorm statistics...).
+    """
+
+    params: dict[str, Any]
+    rest: dict[str, Any]
+
+
 class Graphs(NamedTuple):
-    """Static halves of the split modules: role -> graphdef, per mode."""
+    """Static halves of the split modules: role -> graphdef, per mode.
+
+    Frozen roles appear in ``eval`` only.
+    """
 
     train: dict[str, nnx.GraphDef]
     eval: dict[str, nnx.GraphDef]
 
 
-def split_modules(modules: dict[str, nnx.Module]) -> tuple[Graphs, dict, dict]:
-    """Split NNX modules into (graphs, params, rest), params/rest as pure dicts."""
+def _with_batch_axis(module: nnx.Module, axis_name: str) -> nnx.Module:
+    """A copy whose BatchNorm layers average their statistics over ``axis_name``.
+
+    Under ``pmap`` each device sees a slice of the batch; with the axis name
+    BatchNorm uses the statistics of the whole (micro)batch, as it does under
+    ``jit``. Only BatchNorm: Layer/Group/RMS norms have an ``axis_name`` too, but
+    their statistics are per example and must not be averaged over devices.
+    """
+    module = nnx.clone(module)
+    for _, node in nnx.iter_graph(module):
+        if isinstance(node, nnx.BatchNorm):
+            node.axis_name = axis_name
+    return module
+
+
+def split_modules(
+    modules: dict[str, nnx.Module], *, batch_axis: str | None = None
+) -> tuple[Graphs, dict, dict]:
+    """Split NNX modules into (graphs, params, rest), params/rest as pure dicts.
+
+    batch_axis: the ``pmap`` axis name, for BatchNorm statistics over the global
+        batch (see :func:`_with_batch_axis`); None under ``jit``.
+    """
     train, evals, params, rest = {}, {}, {}, {}
     for role, module in modules.items():
-        graph, p, r = nnx.split(
-            nnx.view(module, **_TRAIN_FLAGS, raise_if_not_found=False), nnx.Param, ...
-        )
+        viewed = nnx.view(module, **_TRAIN_FLAGS, raise_if_not_found=False)
+        if batch_axis is not None:
+            viewed = _with_batch_axis(viewed, batch_axis)
+        graph, p, r = nnx.split(viewed, nnx.Param, ...)
         train[role], params[role], rest[role] = graph, nnx.to_pure_dict(p), nnx.to_pure_dict(r)
         evals[role] = nnx.split(
             nnx.view(module, **_EVAL_FLAGS, raise_if_not_found=False), nnx.Param, ...
         )[0]
     return Graphs(train, evals), params, rest
+
+
+def split_frozen(modules: dict[str, nnx.Module], graphs: Graphs) -> tuple[Graphs, Frozen]:
+    """Add the frozen roles' eval-mode graphs to ``graphs``; their variables as :class:`Frozen`."""
+    evals, frozen = dict(graphs.eval), Frozen({}, {})
+    for role, module in modules.items():
+        graph, p, r = nnx.split(
+            nnx.view(module, **_EVAL_FLAGS, raise_if_not_found=False), nnx.Param, ...
+        )
+        evals[role] = graph
+        frozen.params[role], frozen.rest[role] = nnx.to_pure_dict(p), nnx.to_pure_dict(r)
+    return Graphs(graphs.train, evals), frozen
 
 
 def init_state(objective: Objective, params: dict, rest: dict) -> TrainState:

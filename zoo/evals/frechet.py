@@ -48,7 +48,9 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
       sigma1, sigma2: ``[D, D]`` symmetric PSD covariances.
 
     Returns:
-      FD >= 0 as a Python float (round-off below zero is clipped).
+      FD >= 0 as a Python float (round-off below zero is clipped); ``inf`` when a mean or
+      covariance holds a NaN or Inf (the statistics of non-finite samples): no distance is
+      defined then, ``inf`` ranks it behind every real one, and eigh would fail to converge.
     """
     mu1, mu2 = np.asarray(mu1, np.float64), np.asarray(mu2, np.float64)
     sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
@@ -56,6 +58,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
         raise ValueError(
             f"shape mismatch: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} vs {sigma2.shape}"
         )
+    if not all(np.isfinite(x).all() for x in (mu1, sigma1, mu2, sigma2)):
+        return float("inf")
     diff = mu1 - mu2
     covariance_term = np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt_product(sigma1, sigma2)
     return max(float(diff @ diff + covariance_term), 0.0)

@@ -1,5 +1,6 @@
-"""What the reference networks (digits features, shapes classifier) share: a fast
-initialisation and a cache of trained parameters keyed by their training config."""
+"""What the reference networks (digits features, shapes classifier) share: the device they
+run on, a fast initialisation and a cache of trained parameters keyed by their training
+config. Their fit loop is in ``reference_fit``."""
 
 from __future__ import annotations
 
@@ -8,8 +9,28 @@ import os
 import warnings
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+
+
+def reference_device() -> jax.Device:
+    """The device the reference networks train and run on: this process's first CPU.
+
+    Not the default device: on a GPU, float32 convs and matmuls may run in TF32 at JAX's
+    default precision, and cuDNN picks its algorithms per machine and library version, so the
+    same seed would give other weights there, and FDs not comparable with CPU-trained ones.
+    The networks are small enough (a few ms a step) for the CPU. Bit-identical weights still
+    need the same CPU: XLA's reductions are split by the number of cores it sees (see
+    ``DigitsFeatures.train``).
+    """
+    try:
+        return jax.local_devices(backend="cpu")[0]
+    except RuntimeError:  # JAX_PLATFORMS leaves out the CPU
+        warnings.warn(
+            "no CPU backend: the reference networks run on the default device, so their "
+            "weights (and FDs) differ from CPU-trained ones",
+            stacklevel=3,
+        )
+        return jax.local_devices()[0]
 
 
 def initial_params(abstract, seed: int):
@@ -26,7 +47,7 @@ def initial_params(abstract, seed: int):
         fan_in = np.prod(leaf.shape[:-1])
         return (rng.standard_normal(leaf.shape) * np.sqrt(2.0 / fan_in)).astype(leaf.dtype)
 
-    return jax.device_put(jax.tree.map(draw, abstract))
+    return jax.device_put(jax.tree.map(draw, abstract), reference_device())
 
 
 def save_cache(path: str, config: dict, params, held_out_accuracy) -> None:
@@ -67,6 +88,7 @@ def load_cache(path: str, config: dict, abstract, what: str):
             "scores from different networks are not comparable: use another cache_path"
         )
     leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract)
+    device = reference_device()
     values = []
     for key, leaf in leaves:
         value = stored.get(jax.tree_util.keystr(key))
@@ -77,5 +99,5 @@ def load_cache(path: str, config: dict, abstract, what: str):
                 stacklevel=3,
             )
             return None
-        values.append(jnp.asarray(value, leaf.dtype))
+        values.append(jax.device_put(np.asarray(value, leaf.dtype), device))
     return jax.tree_util.tree_unflatten(treedef, values), accuracy

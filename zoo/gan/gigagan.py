@@ -42,6 +42,7 @@ from zoo.gan.gigagan_layers import (
     check_image_size,
     image_pyramid,
 )
+from zoo.gan.noise import per_sample_keys
 from zoo.nn.equalized import lrelu
 from zoo.nn.modulated import ModulatedConv
 from zoo.nn.text import TextEncoder
@@ -63,8 +64,8 @@ class _StyleLayer(nnx.Module):
         self.noise = NoiseInjection()
         self.bias = nnx.Param(jnp.zeros((cout,)))
 
-    def __call__(self, x, w, noise_key):
-        return lrelu(self.noise(self.conv(x, w), noise_key) + self.bias[...])
+    def __call__(self, x, w, noise_keys, index):
+        return lrelu(self.noise(self.conv(x, w), noise_keys, index) + self.bias[...])
 
 
 class _ToRGB(nnx.Module):
@@ -191,21 +192,19 @@ class GigaGANGenerator(nnx.Module):
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise ValueError(f"ws must be [B, {self.num_ws}, {self.w_dim}], got {ws.shape}")
 
-        def key(i):
-            return None if noise_key is None else jax.random.fold_in(noise_key, i)
-
         b = ws.shape[0]
+        keys = None if noise_key is None else per_sample_keys(noise_key, b)
         x = jnp.broadcast_to(self.const[...], (b, *self.const.shape))
-        x = self.conv4(x, ws[:, 0], key(0))
+        x = self.conv4(x, ws[:, 0], keys, 0)  # each layer's noise index is its ws index
         if self.attn4 is not None:
             x = self.attn4(x, t_local, mask)
         images = []
         for i, block in enumerate(self.blocks):
             j = 1 + 3 * i
-            x = block.conv0(x, ws[:, j], key(j))
+            x = block.conv0(x, ws[:, j], keys, j)
             if block.attn is not None:
                 x = block.attn(x, t_local, mask)
-            x = block.conv1(x, ws[:, j + 1], key(j + 1))
+            x = block.conv1(x, ws[:, j + 1], keys, j + 1)
             images.append(block.to_rgb(x, ws[:, j + 2]))
         return images
 
@@ -215,7 +214,8 @@ class GigaGANGenerator(nnx.Module):
         """``ws: [B, num_ws, w_dim]`` -> image pyramid (list, 8x8 first, full size last).
 
         The caption enters here through cross-attention to t_local. ``noise_key=None``: no
-        per-layer noise (deterministic); a key draws fresh noise for every layer.
+        per-layer noise (deterministic); ``[B]`` keys (one per sample) or one key (split per
+        sample) draw fresh noise for every layer (:mod:`zoo.gan.noise`).
         """
         return self._synthesize(ws, self._encode(cond, ws.shape[0]), noise_key)
 

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from zoo.gan.noise import noise_images
 from zoo.nn.attention import attention
 from zoo.nn.equalized import EqualizedDense, lrelu
 
@@ -114,16 +115,17 @@ class NoiseInjection(nnx.Module):
     """StyleGAN's per-pixel noise: ``x + strength * n``, ``n ~ N(0, 1)`` of shape ``[B, H, W, 1]``.
 
     ``strength`` is a learned scalar that starts at 0 (StyleGAN2), so a fresh generator ignores
-    the noise. ``key=None`` adds nothing (deterministic output).
+    the noise. ``keys``: ``[B]`` per-sample keys, None adds nothing (deterministic output);
+    sample b's noise comes from ``fold_in(keys[b], index)`` (:mod:`zoo.gan.noise`).
     """
 
     def __init__(self):
         self.strength = nnx.Param(jnp.zeros(()))
 
-    def __call__(self, x: jax.Array, key: jax.Array | None) -> jax.Array:
-        if key is None:
+    def __call__(self, x: jax.Array, keys: jax.Array | None, index: int = 0) -> jax.Array:
+        if keys is None:
             return x
-        noise = jax.random.normal(key, x.shape[:-1] + (1,), x.dtype)
+        noise = noise_images(keys, index, (*x.shape[1:3], 1), x.dtype)
         return x + self.strength[...].astype(x.dtype) * noise
 
 

@@ -17,6 +17,11 @@ Players, in order, inside one train step:
    its running mean ``a`` lives in the generator as a non-parameter variable
    that the engine checkpoints with the rest.
 
+Every random input (z, the second latent and crossover of style mixing, the
+generators' noise inputs, the path-length probe y, the mismatched captions) is drawn
+per example from ``ctx.example_ids``, each from its own stream, so no draw depends on
+how the step's batch is split over devices (jit or pmap) or microbatches.
+
 Lazy regularisation also rescales each regularised role's Adam (lr * c,
 beta ** c with c = N / (N + 1)) as StyleGAN2 does, so the combined updates
 match the per-step schedule.
@@ -43,7 +48,7 @@ from flax import nnx
 
 from zoo.engine.objective import Objective, Player
 from zoo.engine.optim import make_optimizer
-from zoo.engine.rng import per_example, shared_key
+from zoo.engine.rng import example_keys, per_example, shared_key
 from zoo.gan import losses
 from zoo.gan.figures import interpolation, last, scatter, style_mixing, truncation_sweep
 from zoo.gan.regularizers import path_length_penalty, r1_penalty
@@ -105,6 +110,8 @@ def _check_config(config, style_based: bool) -> None:
         )
     if g.pl_weight > 0 and int(config.data.batch_size) % int(g.pl_batch_shrink):
         raise ValueError("data.batch_size must be divisible by gan.pl_batch_shrink")
+    if g.matching_aware > 0 and g.condition == "none":
+        raise ValueError("gan.matching_aware pairs images with other conditions: needs a condition")
 
 
 def _lazy(optim_cfg, every: int):
@@ -168,23 +175,35 @@ def build_objective(config) -> Objective:
         # A multi-scale discriminator (GigaGAN) builds the pyramid of a real image itself.
         return batch[data_key].astype(jnp.float32)
 
-    def latents(ctx, n=None):
-        z = per_example(ctx, jax.random.normal, (z_dim,))
-        return z if n is None else z[:n]
+    def latents(ctx):
+        return per_example(ctx, jax.random.normal, (z_dim,))
+
+    def keys_of(ctx, name):
+        """``[B]`` per-example keys for one purpose, unlike the latents' keys and each other's."""
+        return example_keys(ctx._replace(rng=shared_key(ctx, name)))
+
+    def mismatched(batch, ctx):
+        """Per example, a condition other than its own, uniform over the rest (GigaGAN sec.
+        3.3's mismatched pairs). Drawn per example, so the pairs do not depend on how the
+        batch is split over devices (a roll of the batch would pair within each device)."""
+        k = shapes.num_classes if condition == "text" else num_classes
+        draw_ctx = ctx._replace(rng=shared_key(ctx, "mismatch"))
+        shift = per_example(draw_ctx, jax.random.randint, (), 1, k)  # never 0: not its own
+        other = (batch["label"].astype(jnp.int32) + shift) % k
+        return {"tokens": shapes.tokens[other]} if condition == "text" else {"label": other}
 
     def d_loss(models, batch, ctx):
         gen = models("generator", keep_state=False)
         disc = models("discriminator")
         cond = cond_of(batch)
-        fake = jax.lax.stop_gradient(gen(latents(ctx), cond, noise_key=shared_key(ctx, "noise")))
+        fake = jax.lax.stop_gradient(gen(latents(ctx), cond, noise_key=keys_of(ctx, "noise")))
         real_logits = disc(reals_of(batch), cond)
         fake_logits = disc(fake, cond)
         value = losses.discriminator_loss(real_logits, fake_logits, g.loss)
         aux = {"real_score": jnp.mean(real_logits), "fake_score": jnp.mean(fake_logits)}
         if g.matching_aware > 0:
-            # Real image, another example's caption: a fake pair (GigaGAN sec. 3.3).
-            shuffled = jax.tree.map(lambda c: jnp.roll(c, 1, axis=0), cond)
-            mismatch = disc(reals_of(batch), shuffled)
+            # Real image, another caption: a fake pair (GigaGAN sec. 3.3).
+            mismatch = disc(reals_of(batch), mismatched(batch, ctx))
             # The fake half of the D loss on these pairs: -log(1 - D) or hinge.
             if g.loss == "hinge":
                 term = jnp.mean(jax.nn.relu(1.0 + mismatch))
@@ -200,9 +219,9 @@ def build_objective(config) -> Objective:
         penalty = jnp.mean(r1_penalty(lambda x: disc(x, cond), reals_of(batch)))
         return 0.5 * g.r1_gamma * g.r1_every * penalty, {"r1": penalty}
 
-    def mixed_ws(gen, ctx, cond, n=None):
+    def mixed_ws(gen, ctx, cond):
         """Per-example ws ``[B, num_ws, w_dim]`` with style mixing, and the unmixed w."""
-        z1 = latents(ctx, n)
+        z1 = latents(ctx)
         w1 = gen.mapping(z1, cond)
         ws = jnp.broadcast_to(w1[:, None], (w1.shape[0], gen.num_ws, w1.shape[-1]))
         if g.style_mixing > 0:
@@ -215,8 +234,6 @@ def build_objective(config) -> Objective:
                 return jax.random.normal(k_z, (z_dim,)), jnp.where(mix, cut, gen.num_ws)
 
             z2, crossover = per_example(ctx._replace(rng=shared_key(ctx, "mixing")), draw)
-            if n is not None:
-                z2, crossover = z2[:n], crossover[:n]
             ws = mix_styles(w1, gen.mapping(z2, cond), crossover, gen.num_ws)
         return ws, w1
 
@@ -224,7 +241,7 @@ def build_objective(config) -> Objective:
         gen = models("generator")
         disc = models("discriminator", keep_state=False)
         cond = cond_of(batch)
-        noise = shared_key(ctx, "noise")
+        noise = keys_of(ctx, "noise")
         aux = {}
         if style_based:
             ws, w = mixed_ws(gen, ctx, cond)
@@ -239,20 +256,40 @@ def build_objective(config) -> Objective:
 
     def pl_loss(models, batch, ctx):
         gen = models("generator")
-        n = int(config.data.batch_size) // int(g.pl_batch_shrink)
-        cond = jax.tree.map(lambda c: c[:n], cond_of(batch))
-        ws, _ = mixed_ws(gen, ctx, cond, n)
-        noise = shared_key(ctx, "noise")
+        ctx, cond, weights = pl_examples(ctx, cond_of(batch))
+        ws, _ = mixed_ws(gen, ctx, cond)
+        noise = keys_of(ctx, "noise")
         penalty, new_mean, lengths = path_length_penalty(
             lambda w: last(gen.synthesis(w, cond, noise_key=noise)),
             ws,
-            shared_key(ctx, "path_length"),
+            keys_of(ctx, "path_length"),
             gen.pl_mean[...],
             decay=g.pl_decay,
+            weights=weights,
         )
         gen.pl_mean[...] = jax.lax.stop_gradient(new_mean)
-        value = g.pl_weight * g.pl_every * jnp.mean(penalty)
-        return value, {"path_length": jnp.mean(lengths), "pl_penalty": jnp.mean(penalty)}
+        mean_penalty = jnp.mean(weights * penalty)
+        value = g.pl_weight * g.pl_every * mean_penalty
+        return value, {"path_length": jnp.mean(weights * lengths), "pl_penalty": mean_penalty}
+
+    def pl_examples(ctx, cond):
+        """The path-length subset: the examples whose id is a multiple of s = pl_batch_shrink.
+
+        Chosen by example id, so it is the same subset (and the same per-example draws) on
+        one device, under jit or pmap, with or without microbatches; the official code takes
+        the first B/s of each GPU's batch, which depends on the split. When this (micro)batch
+        of b examples is a multiple of s, it starts at a multiple of s (the engine's layout:
+        contiguous ids, equal chunks), so the subset is every s-th example: ``(ctx, cond,
+        weights)`` of those b/s examples, weights 1. Otherwise (e.g. one example per device)
+        all b examples run with weight s on the subset and 0 elsewhere: the same mean,
+        sum over the subset / (b / s), at s times the cost.
+        """
+        s = int(g.pl_batch_shrink)
+        b = ctx.example_ids.shape[0]
+        if b % s == 0:
+            ctx = ctx._replace(example_ids=ctx.example_ids[::s])
+            return ctx, jax.tree.map(lambda c: c[::s], cond), jnp.ones((b // s,), jnp.float32)
+        return ctx, cond, s * (ctx.example_ids % s == 0).astype(jnp.float32)
 
     players = [Player("discriminator", "discriminator", d_loss, steps=k)]
     if g.r1_gamma > 0:
@@ -274,13 +311,17 @@ def build_objective(config) -> Objective:
         return None, {}
 
     def generate(models, rng, n, truncation=None):
+        """``n`` samples with the noise inputs on, as trained (one noise key per sample: the
+        official FID code samples with noise_mode='random'); the generators without noise
+        inputs ignore the keys."""
         gen = models("generator", train=False)
-        k_z, k_c = jax.random.split(rng)
+        k_z, k_c, k_noise = jax.random.split(rng, 3)
         cond, fields = sample_conditions(k_c, n)
         z = jax.random.normal(k_z, (n, z_dim))
         psi = g.sample_truncation if truncation is None else truncation
         kwargs = {"truncation": psi} if style_based else {}
-        return last(gen(z, cond, **kwargs)), fields
+        noise = jax.random.split(k_noise, n)
+        return last(gen(z, cond, noise_key=noise, **kwargs)), fields
 
     def sample(models, rng, n: int):
         """``n`` samples from the (EMA) generator, with what each was conditioned on."""

@@ -8,10 +8,11 @@ Generator (paper sec. 2 and 4, fig. 7 "skip"; official config F):
                                 image = upsample2x(image) + tRGB(x)
   Each conv is a :class:`~zoo.nn.modulated.ModulatedConv` (demodulated) followed by
   per-pixel noise times a learned per-channel strength (zero at init; ``noise_key=None``
-  means no noise), a bias and lrelu (slope 0.2, gain sqrt 2). tRGB is a 1x1 modulated conv
-  without demodulation plus a bias. ``num_ws = 2 log2(S) - 2``: the conv layers take
-  ws[0], ..., ws[num_ws - 2] in order, and each tRGB shares the index of the next block's
-  first conv (the last tRGB takes ws[num_ws - 1]), as in the official code.
+  means no noise, else one key per sample: :mod:`zoo.gan.noise`), a bias and lrelu
+  (slope 0.2, gain sqrt 2). tRGB is a 1x1 modulated conv without demodulation plus a bias.
+  ``num_ws = 2 log2(S) - 2``: the conv layers take ws[0], ..., ws[num_ws - 2] in order, and
+  each tRGB shares the index of the next block's first conv (the last tRGB takes
+  ws[num_ws - 1]), as in the official code.
 Discriminator: :mod:`zoo.gan.stylegan2_discriminator` (residual, minibatch stddev).
 Channels at resolution r: ``min(channel_base // r, channel_max)``.
 
@@ -39,6 +40,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from zoo.gan.noise import noise_images, per_sample_keys
 from zoo.gan.stylegan2_discriminator import Discriminator, class_labels
 from zoo.nn.equalized import EqualizedDense, lrelu, upsample2x
 from zoo.nn.modulated import ModulatedConv
@@ -133,11 +135,13 @@ class SynthesisLayer(nnx.Module):
         self.noise_strength = nnx.Param(jnp.zeros((out_ch,)))
         self.bias = nnx.Param(jnp.zeros((out_ch,)))
 
-    def __call__(self, x: jax.Array, w: jax.Array, noise_key=None) -> jax.Array:
+    def __call__(self, x: jax.Array, w: jax.Array, noise_keys=None, index: int = 0) -> jax.Array:
+        """``noise_keys``: ``[B]`` per-sample keys (None: no noise); ``index``: this layer's
+        number, folded into each sample's key (:func:`zoo.gan.noise.noise_images`)."""
         x = self.conv(x, w)
-        if noise_key is not None:
+        if noise_keys is not None:
             # One noise image per sample, broadcast over channels (StyleGAN fig. 1b "B").
-            noise = jax.random.normal(noise_key, (*x.shape[:3], 1), x.dtype)
+            noise = noise_images(noise_keys, index, (*x.shape[1:3], 1), x.dtype)
             x = x + noise * self.noise_strength[...].astype(x.dtype)
         return lrelu(x + self.bias[...].astype(x.dtype))
 
@@ -186,16 +190,19 @@ class SynthesisNetwork(nnx.Module):
         self.blocks, self.torgbs = nnx.List(blocks), nnx.List(torgbs)
 
     def __call__(self, ws: jax.Array, cond: dict | None = None, *, noise_key=None) -> jax.Array:
-        """``cond`` is unused: StyleGAN2's synthesis sees the class only through ws."""
+        """``cond`` is unused: StyleGAN2's synthesis sees the class only through ws.
+
+        ``noise_key``: None (no noise), ``[B]`` per-sample keys, or one key (split per
+        sample); see :mod:`zoo.gan.noise`.
+        """
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise ValueError(f"ws must be [B, {self.num_ws}, {self.w_dim}], got {ws.shape}")
-        num_layers = self.num_ws - 1
-        keys = [None] * num_layers if noise_key is None else jax.random.split(noise_key, num_layers)
+        keys = None if noise_key is None else per_sample_keys(noise_key, ws.shape[0])
         x = jnp.broadcast_to(self.const[...], (ws.shape[0], *self.const.shape))
         image, i = None, 0
         for block, torgb in zip(self.blocks, self.torgbs, strict=True):
             for layer in block:
-                x = layer(x, ws[:, i], keys[i])
+                x = layer(x, ws[:, i], keys, i)
                 i += 1
             rgb = torgb(x, ws[:, i])  # shares ws[i] with the next block's first conv
             image = rgb if image is None else upsample2x(image) + rgb

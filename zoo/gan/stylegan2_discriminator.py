@@ -43,8 +43,11 @@ def class_labels(cond, num_classes: int, batch: int, who: str) -> jax.Array | No
 def minibatch_stddev(x: jax.Array, group_size: int = 4, num_features: int = 1) -> jax.Array:
     """Append ``num_features`` minibatch-stddev channels: ``[B, H, W, C] -> [B, H, W, C + F]``.
 
-    The batch is split into groups of ``G`` samples (sample ``n`` is in group
-    ``n mod (B / G)``, as in the official code); each group's per-feature standard
+    The batch is split into groups of ``G`` consecutive samples (sample ``n`` is in
+    group ``n // G``; the official code strides, ``n mod (B / G)``). Consecutive groups
+    are the same whether the batch runs whole under jit or split over devices or
+    microbatches (whenever each part holds a multiple of G samples), so jit and pmap
+    compute the same statistic. Each group's per-feature standard
     deviation over its G samples is averaged over H, W and the ``C / F`` channels of a
     feature, and broadcast back to the group's samples. ``G`` is the largest divisor of
     B that is <= group_size, so any batch size works (B = 1 gives G = 1: a zero
@@ -54,11 +57,11 @@ def minibatch_stddev(x: jax.Array, group_size: int = 4, num_features: int = 1) -
     if c % num_features:
         raise ValueError(f"channels {c} not divisible by num_features {num_features}")
     g = max(d for d in range(1, min(group_size, b) + 1) if b % d == 0)
-    y = x.astype(jnp.float32).reshape(g, b // g, h, w, num_features, c // num_features)
-    y = y - jnp.mean(y, axis=0)
-    y = jnp.sqrt(jnp.mean(jnp.square(y), axis=0) + 1e-8)  # [B/G, H, W, F, C/F]
+    y = x.astype(jnp.float32).reshape(b // g, g, h, w, num_features, c // num_features)
+    y = y - jnp.mean(y, axis=1, keepdims=True)
+    y = jnp.sqrt(jnp.mean(jnp.square(y), axis=1) + 1e-8)  # [B/G, H, W, F, C/F]
     y = jnp.mean(y, axis=(1, 2, 4))  # [B/G, F]
-    y = jnp.tile(y, (g, 1))  # sample n gets the statistic of group n mod (B/G)
+    y = jnp.repeat(y, g, axis=0)  # sample n gets the statistic of group n // G
     y = jnp.broadcast_to(y[:, None, None, :], (b, h, w, num_features)).astype(x.dtype)
     return jnp.concatenate([x, y], axis=-1)
 

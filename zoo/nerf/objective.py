@@ -157,6 +157,7 @@ def render_rays(
     origins: jax.Array,
     directions: jax.Array,
     *,
+    viewdirs: jax.Array | None = None,
     near: float,
     far: float,
     num_coarse: int,
@@ -170,6 +171,8 @@ def render_rays(
     Args:
       model: coarse (+ fine) MLPs.
       origins, directions: ``[R, 3]`` rays (directions unnormalised; world or NDC).
+      viewdirs: ``[R, 3]`` the MLP's view direction (NDC scenes: the unit world
+        direction of each ray); None: ``directions`` (normalised by the MLP).
       near, far: the ray segment in ``t``.
       num_coarse: N_c stratified samples (eq. 5.3).
       num_fine: N_f samples drawn from the coarse weights; the fine network sees
@@ -182,22 +185,30 @@ def render_rays(
         samples then cover less empty space (the bounded-scene trick of later
         NeRF work); 0 samples every ray over [near, far] as the paper does.
 
-    In NDC (LLFF) the MLP sees NDC positions and the normalised NDC direction as
-    its view direction (the reference code feeds the world-space direction; the
-    loaders here hand over NDC rays only).
+    In NDC (LLFF) the MLP sees NDC positions and, as the reference code does
+    (bmild/nerf ``run_nerf.py``: ``viewdirs`` is ``rays_d`` normalised before
+    ``ndc_rays``), the world direction of each ray as its view direction: the NDC
+    directions of one camera's pixels are nearly parallel (all rays start on the
+    near plane z' = -1 and end at z' = 1), so they would hide the view
+    dependence. The LLFF loader hands over both.
 
     Returns:
       ``{"coarse": ..., "fine": ...}``, each :func:`~zoo.nerf.volume.volume_render`'s
-      dict for ``[R]`` rays; ``"fine"`` is the coarse result when ``num_fine == 0``.
+      dict for ``[R]`` rays plus ``t [R, N]``, where that pass sampled (the fine pass:
+      the sorted union of coarse and fine samples); ``"fine"`` is the coarse result
+      when ``num_fine == 0``.
     """
     num_rays = origins.shape[0]
     if bound_radius > 0:
         near, far = sphere_bounds(origins, directions, bound_radius, near, far)
 
+    view = (directions if viewdirs is None else viewdirs)[:, None, :]
+
     def field(net, t):
         points = origins[:, None, :] + t[..., None] * directions[:, None, :]  # [R, N, 3]
-        sigma, rgb = net(points, directions[:, None, :])
-        return volume_render(sigma, rgb, t, directions, white_background=white_background)
+        sigma, rgb = net(points, view)
+        out = volume_render(sigma, rgb, t, directions, white_background=white_background)
+        return {**out, "t": t}
 
     if keys is None:
         t_c = stratified_samples(near, far, num_coarse, None, (num_rays,))
@@ -242,7 +253,14 @@ def sphere_bounds(origins, directions, radius: float, near: float, far: float):
     return jnp.where(hit, t0, near), jnp.where(hit, t1, far)
 
 
-def render_chunked(model: NeRF, origins: jax.Array, directions: jax.Array, chunk: int, **kw):
+def render_chunked(
+    model: NeRF,
+    origins: jax.Array,
+    directions: jax.Array,
+    chunk: int,
+    viewdirs: jax.Array | None = None,
+    **kw,
+):
     """Deterministic render of rays of any leading shape, ``chunk`` rays at a time.
 
     ``jax.lax.map`` over chunks bounds memory by one chunk whatever the image size.
@@ -250,40 +268,49 @@ def render_chunked(model: NeRF, origins: jax.Array, directions: jax.Array, chunk
     Args:
       origins, directions: ``[..., 3]``; e.g. whole views ``[V, H, W, 3]``.
       chunk: rays per step.
-      **kw: :func:`render_rays`'s keyword arguments except ``keys``.
+      viewdirs: ``[..., 3]`` or None: see :func:`render_rays`.
+      **kw: :func:`render_rays`'s other keyword arguments except ``keys``.
 
     Returns:
       dict ``rgb [..., 3]``, ``depth [...]``, ``acc [...]`` of the final (fine) pass.
     """
     shape = origins.shape[:-1]
-    o = origins.reshape(-1, 3)
-    d = directions.reshape(-1, 3)
-    n = o.shape[0]
+    rays = {"o": origins, "d": directions}
+    if viewdirs is not None:
+        rays["v"] = viewdirs
+    n = int(np.prod(shape))
     chunk = max(1, min(int(chunk), n))
     pad = (-n) % chunk
     # Edge padding: real (finite) rays, whose results are cropped away.
-    o = jnp.pad(o, ((0, pad), (0, 0)), mode="edge").reshape(-1, chunk, 3)
-    d = jnp.pad(d, ((0, pad), (0, 0)), mode="edge").reshape(-1, chunk, 3)
+    rays = {
+        k: jnp.pad(v.reshape(-1, 3), ((0, pad), (0, 0)), mode="edge").reshape(-1, chunk, 3)
+        for k, v in rays.items()
+    }
 
-    def one(rays):
-        out = render_rays(model, rays[0], rays[1], **kw)["fine"]
+    def one(r):
+        out = render_rays(model, r["o"], r["d"], viewdirs=r.get("v"), **kw)["fine"]
         return {k: out[k] for k in ("rgb", "depth", "acc")}
 
-    out = jax.lax.map(one, (o, d))
+    out = jax.lax.map(one, rays)
     return {
         k: v.reshape(-1, *v.shape[2:])[:n].reshape(*shape, *v.shape[2:]) for k, v in out.items()
     }
 
 
-def view_rays(info, poses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rays of whole views at ``poses [V, 4, 4]``: ``[V, H, W, 3]`` each (NDC if the scene is)."""
+def view_rays(info, poses: np.ndarray) -> dict[str, np.ndarray]:
+    """Rays of whole views at ``poses [V, 4, 4]``, as the eval loaders give them.
+
+    ``{"origins", "directions"}``, ``[V, H, W, 3]`` each, in NDC if the scene is;
+    NDC scenes add ``"viewdirs"``, the unit world directions (see :func:`render_rays`).
+    """
     from zoo.data.scenes import cameras
 
     rays = [cameras.pixel_rays(info.height, info.width, info.focal, p) for p in poses]
     o, d = (np.stack(x) for x in zip(*rays, strict=True))
-    if info.ndc:
-        o, d = cameras.ndc_rays(o, d, info.height, info.width, info.focal, near=1.0)
-    return o, d
+    if not info.ndc:
+        return {"origins": o, "directions": d}
+    o_ndc, d_ndc = cameras.ndc_rays(o, d, info.height, info.width, info.focal, near=1.0)
+    return {"origins": o_ndc, "directions": d_ndc, "viewdirs": cameras.view_directions(d)}
 
 
 def view_metrics(rgb: jax.Array, target: jax.Array) -> dict[str, jax.Array]:
@@ -320,10 +347,12 @@ def build_objective(config) -> Objective:
         return render_kwargs(config, info())
 
     def loss(models, batch, ctx):
-        """Paper's loss on ``batch`` rays: origins/directions/rgb ``[B, 3]`` (rgb in [0, 1])."""
+        """Paper's loss on ``batch`` rays: origins/directions/rgb (in [0, 1]) and, for NDC
+        scenes, viewdirs, each ``[B, 3]``."""
         model = models(ROLE)
         keys = example_keys(ctx) if perturb else None
-        out = render_rays(model, batch["origins"], batch["directions"], keys=keys, **render_kw())
+        o, d, v = batch["origins"], batch["directions"], batch.get("viewdirs")
+        out = render_rays(model, o, d, viewdirs=v, keys=keys, **render_kw())
         target = batch["rgb"].astype(jnp.float32)
         mse_c = jnp.mean(jnp.square(out["coarse"]["rgb"] - target))
         mse_f = jnp.mean(jnp.square(out["fine"]["rgb"] - target))
@@ -337,7 +366,8 @@ def build_objective(config) -> Objective:
         """Renders whole held-out views ``[V, H, W, 3]``: ``{"psnr", "ssim"}`` means."""
         del rng  # deterministic samples: the score of a checkpoint is one number
         model = models(ROLE, train=False)
-        out = render_chunked(model, batch["origins"], batch["directions"], chunk, **render_kw())
+        o, d, v = batch["origins"], batch["directions"], batch.get("viewdirs")
+        out = render_chunked(model, o, d, chunk, viewdirs=v, **render_kw())
         return view_metrics(jnp.clip(out["rgb"], 0.0, 1.0), batch["rgb"].astype(jnp.float32))
 
     def sample(models, rng, num: int):
@@ -345,8 +375,9 @@ def build_objective(config) -> Objective:
         del rng
         s = info()
         poses = np.asarray(s.test_poses)[np.arange(num) % len(s.test_poses)]
-        o, d = view_rays(s, poses)
-        out = render_chunked(models(ROLE, train=False), o, d, chunk, **render_kw())
+        rays = view_rays(s, poses)
+        o, d, v = rays["origins"], rays["directions"], rays.get("viewdirs")
+        out = render_chunked(models(ROLE, train=False), o, d, chunk, viewdirs=v, **render_kw())
         return 2.0 * jnp.clip(out["rgb"], 0.0, 1.0) - 1.0
 
     return Objective(

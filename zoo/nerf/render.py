@@ -94,8 +94,9 @@ def render_workdir(workdir: str, *, split="test", views=0, frames=60, chunk=0, o
     graph, variables = nnx.split(module)
 
     @jax.jit
-    def render(variables, o, d):
-        return render_chunked(nnx.merge(graph, variables), o, d, chunk, **kw)["rgb"]
+    def render(variables, rays):  # rays: origins, directions (and viewdirs in NDC), [H, W, 3]
+        o, d, v = rays["origins"], rays["directions"], rays.get("viewdirs")
+        return render_chunked(nnx.merge(graph, variables), o, d, chunk, viewdirs=v, **kw)["rgb"]
 
     @jax.jit
     def metrics(rgb, target):
@@ -109,9 +110,8 @@ def render_workdir(workdir: str, *, split="test", views=0, frames=60, chunk=0, o
     views = []
     for batch in tqdm(source.batches(1, total), total=total, desc=f"{split} views"):
         target = np.asarray(batch["rgb"][0], np.float32)
-        rgb = np.clip(
-            np.asarray(render(variables, batch["origins"][0], batch["directions"][0])), 0, 1
-        )
+        rays = {k: batch[k][0] for k in ("origins", "directions", "viewdirs") if k in batch}
+        rgb = np.clip(np.asarray(render(variables, rays)), 0, 1)
         k = len(views)
         _png(np.concatenate([rgb, target], axis=1)).save(os.path.join(out, f"{split}_{k:03d}.png"))
         views.append({"index": k, **{n: float(v) for n, v in metrics(rgb, target).items()}})
@@ -127,8 +127,8 @@ def render_workdir(workdir: str, *, split="test", views=0, frames=60, chunk=0, o
         poses = poses[np.linspace(0, len(poses), frames, endpoint=False).astype(int)]
         images = []
         for pose in tqdm(poses, desc="turntable"):
-            o, d = view_rays(info, pose[None])
-            images.append(_png(np.asarray(render(variables, o[0], d[0]))))
+            rays = {k: v[0] for k, v in view_rays(info, pose[None]).items()}
+            images.append(_png(np.asarray(render(variables, rays))))
         images[0].save(
             os.path.join(out, "turntable.gif"),
             save_all=True,

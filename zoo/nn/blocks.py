@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from zoo.nn.attention import Impl, MultiHeadAttention
+from zoo.nn.dropout import dropout
 
 DEFAULT_INIT = nnx.initializers.variance_scaling(1.0, "fan_avg", "uniform")
 
@@ -75,7 +76,8 @@ class ResBlock(nnx.Module):
             else None
         )
         self.norm2 = group_norm(out_ch, dtype=dtype, rngs=rngs)
-        # rngs=None: the key comes explicitly with each call (engine-derived, per step).
+        # Holds the rate and the train/eval switch; the mask is drawn per example from the
+        # keys passed with each call (zoo.nn.dropout), so it does not depend on the layout.
         self.dropout = nnx.Dropout(dropout, rngs=None)
         self.conv2 = conv(out_ch, out_ch, zero_init=True, dtype=dtype, rngs=rngs)
         self.shortcut = conv(in_ch, out_ch, 1, dtype=dtype, rngs=rngs) if in_ch != out_ch else None
@@ -93,7 +95,7 @@ class ResBlock(nnx.Module):
                     "ResBlock has dropout > 0 and is in train mode: pass dropout_key, "
                     "or use nnx.view(model, deterministic=True) for evaluation."
                 )
-            h = self.dropout(h, rngs=dropout_key)
+            h = dropout(h, self.dropout.rate, dropout_key)
         h = self.conv2(h)
         return (x if self.shortcut is None else self.shortcut(x)) + h
 

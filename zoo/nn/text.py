@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from zoo.nn.attention import MultiHeadAttention
+from zoo.nn.dropout import dropout, fold_in
 
 _EMBED_INIT = nnx.initializers.normal(0.02)  # GPT-2/BERT scale for token and position tables
 
@@ -44,13 +45,17 @@ class TextBlock(nnx.Module):
                     "TextEncoder has dropout > 0 and is in train mode: pass dropout_key, "
                     "or use nnx.view(model, deterministic=True) for evaluation."
                 )
-            return self.dropout(h, rngs=key)
+            return dropout(h, self.dropout.rate, key)
         return h
 
     def __call__(
         self, x: jax.Array, mask: jax.Array, *, dropout_key: jax.Array | None = None
     ) -> jax.Array:
-        keys = (None, None) if dropout_key is None else tuple(jax.random.split(dropout_key))
+        keys = (
+            (None, None)
+            if dropout_key is None
+            else (fold_in(dropout_key, 0), fold_in(dropout_key, 1))
+        )
         x = x + self._drop(self.attn(self.norm1(x), mask=mask), keys[0])
         h = self.fc2(jax.nn.gelu(self.fc1(self.norm2(x))))
         return x + self._drop(h, keys[1])
@@ -107,7 +112,8 @@ class TextEncoder(nnx.Module):
 
         Args:
           tokens: ``[B, L]`` integer token ids in [0, vocab_size).
-          dropout_key: PRNG key, required when dropout > 0 in train mode.
+          dropout_key: ``[B]`` PRNG keys, one per example (or one key), required when
+            dropout > 0 in train mode.
 
         Returns:
           local: ``[B, L, dim]`` float32 per-token features, zero at padding positions.
@@ -128,7 +134,7 @@ class TextEncoder(nnx.Module):
         x = self.token_embed(tokens) + self.position_embed[...][: tokens.shape[1]]
         key_mask = mask[:, None, None, :]  # [B, heads, queries, keys]: every query, same keys
         for i, block in enumerate(self.blocks):
-            key = None if dropout_key is None else jax.random.fold_in(dropout_key, i)
+            key = None if dropout_key is None else fold_in(dropout_key, i)
             x = block(x, key_mask, dropout_key=key)
         local = jnp.where(mask[..., None], self.norm(x), 0.0)
         count = jnp.maximum(mask.sum(axis=1, keepdims=True), 1).astype(local.dtype)

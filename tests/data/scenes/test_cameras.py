@@ -113,3 +113,12 @@ def test_orbit_pose_rejects_the_poles():
         cameras.orbit_pose(0.0, 90.0, 4.0)
     with pytest.raises(ValueError, match="parallel"):
         cameras.look_at(np.array([0, 0, 3.0]), np.zeros(3), np.array([0, 0, 1.0]))
+
+
+def test_view_directions_are_unit_and_parallel_to_the_rays():
+    _, d = cameras.pixel_rays(3, 4, 2.0, cameras.orbit_pose(30.0, 20.0, 4.0))
+    v = cameras.view_directions(d)
+    assert v.dtype == np.float32 and v.shape == (3, 4, 3)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=-1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(np.cross(v, d), 0.0, atol=1e-6)
+    assert np.all(np.sum(v * d, axis=-1) > 0)

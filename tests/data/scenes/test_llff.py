@@ -76,11 +76,30 @@ def test_train_rays_are_ndc_rays_of_the_non_held_out_images(tmp_path):
     rows, cols = np.divmod(pixel, W)
     ids = np.array([1, 2, 3])[views]
     o, d = cameras.rays_at_pixels(poses[ids], H, W, FOCAL, cols, rows)
+    world = d / np.linalg.norm(d, axis=-1, keepdims=True)
     o, d = cameras.ndc_rays(o, d, H, W, FOCAL, near=1.0)
     np.testing.assert_allclose(batch["origins"], o, atol=1e-6)
     np.testing.assert_allclose(batch["directions"], d, atol=1e-6)
     np.testing.assert_allclose(batch["origins"][:, 2], -1.0, atol=1e-6)  # on the near plane
     np.testing.assert_allclose(batch["rgb"], images[ids, rows, cols], atol=1e-6)
+    # The MLP's view direction: the unit world direction (the reference code's viewdirs).
+    assert source.element_spec["viewdirs"] == ((3,), np.float32)
+    np.testing.assert_allclose(batch["viewdirs"], world, atol=1e-6)
+
+
+def test_eval_views_carry_world_viewdirs_in_ndc_only(tmp_path):
+    write_folder(tmp_path)
+    poses, _ = llff.normalise_poses(*llff.read_poses_bounds(str(tmp_path))[::2])
+    evals = make_eval_source(cfg(tmp_path))
+    assert evals.element_spec["viewdirs"] == ((H, W, 3), np.float32)
+    view = next(evals.batches(1))
+    _, d = cameras.pixel_rays(H, W, FOCAL, poses[0])
+    np.testing.assert_allclose(view["viewdirs"][0], cameras.view_directions(d), atol=1e-6)
+    # Without NDC the directions are world directions already: no extra field.
+    assert "viewdirs" not in next(make_eval_source(cfg(tmp_path, ndc=False)).batches(1))
+    assert "viewdirs" not in make_source(
+        cfg(tmp_path, ndc=False), seed=0, examples_per_step=8
+    ).batch(0)
 
 
 def test_eval_views_and_holdout(tmp_path):

@@ -114,6 +114,16 @@ def ndc_rays(
     return o_ndc.astype(np.float32), d_ndc.astype(np.float32)
 
 
+def view_directions(directions: np.ndarray) -> np.ndarray:
+    """Unit world directions `[..., 3]` float32 of rays `[..., 3]`: the NeRF MLP's view input.
+
+    In NDC the MLP still sees these, not the NDC directions: the reference code
+    (bmild/nerf `run_nerf.py`) sets `viewdirs = rays_d / |rays_d|` before `ndc_rays`.
+    """
+    d = np.asarray(directions, np.float64)
+    return (d / np.linalg.norm(d, axis=-1, keepdims=True)).astype(np.float32)
+
+
 def look_at(centre: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
     """The `[4, 4]` float32 c2w of a camera at `centre` looking at `target`, `up` roughly up.
 

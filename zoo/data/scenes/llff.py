@@ -12,8 +12,9 @@ first column negated, and z stays. Then, in order:
     >= 1 / 0.75 and the NDC near plane at depth 1 lies in front of all content;
   recentre: the average camera (mean centre, mean back and up axes) becomes the identity, so
     the scene faces -z as NDC assumes;
-  rays: with data.ndc (default True) mapped to NDC (`cameras.ndc_rays`, near 1), near/far 0, 1;
-    otherwise near/far = 0.9 * min bound, max bound.
+  rays: with data.ndc (default True) mapped to NDC (`cameras.ndc_rays`, near 1), near/far 0, 1,
+    and each example carries `viewdirs`, the unit world direction the NeRF MLP takes as its
+    view direction (as the reference code); otherwise near/far = 0.9 * min bound, max bound.
 
 Config (`config.data`, name "llff"): dir (the folder, required); image_size = output height
 (width keeps the aspect ratio): read from the images_<k>/ folder (or images/) with the smallest
@@ -198,13 +199,57 @@ class _Scene:
         self.eval_ids = self.eval_ids[: wanted or None]
 
 
+def _world_viewdirs(examples: views.RayExamples | views.ViewExamples, poses, rows, cols):
+    _, d = cameras.rays_at_pixels(
+        poses, examples.height, examples.width, examples.focal, cols, rows
+    )
+    return cameras.view_directions(d)
+
+
+class NDCRayExamples(views.RayExamples):
+    """Train rays in NDC plus `viewdirs` `[B, 3]`: each ray's unit world direction.
+
+    The NeRF MLP's view-direction input (`cameras.view_directions`): one camera's NDC
+    directions are nearly parallel, its world directions are not.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.element_spec["viewdirs"] = ((3,), np.dtype(np.float32))
+
+    def load(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        batch = super().load(indices)
+        ids, pixel = np.divmod(np.asarray(indices, np.int64), self.height * self.width)
+        rows, cols = np.divmod(pixel, self.width)
+        batch["viewdirs"] = _world_viewdirs(self, self.poses[ids], rows, cols)
+        return batch
+
+
+class NDCViewExamples(views.ViewExamples):
+    """Eval views in NDC plus `viewdirs` `[B, H, W, 3]` (see `NDCRayExamples`)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.element_spec["viewdirs"] = ((self.height, self.width, 3), np.dtype(np.float32))
+
+    def load(self, indices: np.ndarray) -> dict[str, np.ndarray]:
+        batch = super().load(indices)
+        ids = np.asarray(indices, np.int64)
+        rows, cols = np.meshgrid(np.arange(self.height), np.arange(self.width), indexing="ij")
+        batch["viewdirs"] = _world_viewdirs(self, self.poses[ids][:, None, None], rows, cols)
+        return batch
+
+
 def check(data_cfg) -> None:
     """Fields, poses_bounds.npy, image counts and one header per folder (no decoding)."""
     _Scene(data_cfg)
 
 
 def open_split(data_cfg, train: bool) -> views.RayExamples | views.ViewExamples:
-    """Train: rays of every non-held-out pixel. Eval: the held-out views, whole."""
+    """Train: rays of every non-held-out pixel. Eval: the held-out views, whole.
+
+    In NDC each example also carries `viewdirs` (`NDCRayExamples`, `NDCViewExamples`).
+    """
     s = _Scene(data_cfg)
     ids = s.train_ids if train else s.eval_ids
     white = _white(data_cfg)
@@ -220,8 +265,11 @@ def open_split(data_cfg, train: bool) -> views.RayExamples | views.ViewExamples:
         rgb = views.composite(image, white)
         images.append(views.area_resize(rgb, s.height, s.width))
     images = np.clip(np.stack(images), 0.0, 1.0) if images else np.zeros((0, s.height, s.width, 3))
+    if s.ndc:
+        kind = NDCRayExamples if train else NDCViewExamples
+        return kind("llff", images, s.poses[ids], s.focal, ndc_near=1.0)
     kind = views.RayExamples if train else views.ViewExamples
-    return kind("llff", images, s.poses[ids], s.focal, ndc_near=1.0 if s.ndc else None)
+    return kind("llff", images, s.poses[ids], s.focal, ndc_near=None)
 
 
 def scene_info(data_cfg) -> views.SceneInfo:
