@@ -151,6 +151,12 @@ def test_resume_uses_the_recorded_weights(tmp_path):
     assert teacher_hash(resumed) == recorded["hash"] != newest
     resumed.train()
     assert json.loads((stage2_dir / "stages.json").read_text())["stages"]["teacher"] == recorded
+    # a copy that no longer matches its record is an error, not a silent swap
+    records = json.loads((stage2_dir / "stages.json").read_text())
+    records["stages"]["teacher"]["hash"] = "0" * 64
+    (stage2_dir / "stages.json").write_text(json.dumps(records))
+    with pytest.raises(ValueError, match="does not match the hash recorded"):
+        Trainer(c, str(stage2_dir), distill(c))
     # a fresh stage-2 run takes stage 1's newest checkpoint
     assert teacher_hash(Trainer(c, str(tmp_path / "fresh"), distill(c))) == newest
 
@@ -205,3 +211,25 @@ def test_errors_name_the_config_field(stage1, tmp_path):
     c.stages.teacher.workdir = ""
     with pytest.raises(ValueError, match=r"config.stages.teacher.workdir must name"):
         Trainer(c, str(tmp_path / "run"), distill(build(), teacher))
+
+
+def test_a_gan_starts_from_a_pretrained_generator_from_the_command_line(tmp_path):
+    """config.init.generator, set by an override, through zoo.main's checks and the trainer."""
+    from configs.dcgan_digits import get_config as dcgan
+    from zoo.main import prepare
+
+    first = dcgan("tiny")
+    first.train.update(dict(sample_every=0, eval_every=0))
+    first.eval.num_samples = 0
+    Trainer(first, str(tmp_path / "pretrained"), registry.build_objective(first)).train()
+    second = dcgan("tiny")
+    second.eval.num_samples = 0
+    second.init.generator.workdir = str(tmp_path / "pretrained")
+    trainer = prepare(second, str(tmp_path / "tuned"))
+    state, _ = trainer.restore_or_init()
+    old = Trainer(first, str(tmp_path / "pretrained"), registry.build_objective(first))
+    old_state, _ = old.restore_or_init()
+    assert leaves_equal(state.params["generator"], old_state.ema["generator"])
+    assert not leaves_equal(state.params["discriminator"], old_state.params["discriminator"])
+    for t in (trainer, old):
+        t.checkpointer.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ml_collections
 
 from zoo.engine.config import base_config
+from zoo.engine.stages import stage_entry
 
 
 def ddpm_config() -> ml_collections.ConfigDict:
@@ -12,6 +13,7 @@ def ddpm_config() -> ml_collections.ConfigDict:
     T=1000 linear betas 1e-4..0.02; Adam 2e-4, warm-up 5000, grad clip 1, EMA 0.9999."""
     c = base_config()
     c.model = "ddpm"
+    c.init.model = stage_entry("model")  # --config.init.model.workdir=RUN fine-tunes RUN
     c.ema_decay = 0.9999
     c.data.update(dict(name="cifar10", image_size=32, channels=3, batch_size=128, random_flip=True))
     c.unet = ml_collections.ConfigDict(

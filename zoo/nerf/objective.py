@@ -62,8 +62,10 @@ def nerf_config():
     import ml_collections
 
     from zoo.engine.config import base_config
+    from zoo.engine.stages import stage_entry
 
     c = base_config()
+    c.init.field = stage_entry("field")  # --config.init.field.workdir=RUN starts from RUN
     c.model = "nerf"
     c.data.update(
         dict(
