@@ -96,7 +96,11 @@ def main(argv):
     from zoo.engine.distributed import maybe_initialize_distributed
     from zoo.engine.parallel import enable_compilation_cache
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # force: importing Orbax (absl logging) may already have set the root logger up
+    # at WARNING, which would hide "resumed from step N".
+    logging.basicConfig(
+        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", force=True
+    )
     for noisy in ("absl", "orbax", "jax"):  # Orbax logs every save step at INFO
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:

@@ -275,7 +275,7 @@ def test_two_processes_match_one(model, parallel, one_process, tmp_path):
     assert ref["grids"] and first[0]["grids"] + second[0]["grids"] == ref["grids"]
     events = sorted(p.name for p in (tmp_path / "two" / "tb").glob("events.out.tfevents.*"))
     assert [name.split(".")[-2] for name in events] == [str(first[0]["pid"]), str(second[0]["pid"])]
-    assert all("resumed from step 3" in r["log"] for r in second)
+    assert all("resumed from step 3" in r["log"] for r in second), second[0]["log"][-3000:]
     saved = tmp_path / "two" / "checkpoints"
     assert sorted(int(p.name) for p in saved.iterdir() if p.name.isdigit()) == [3, 5]
     for step in (3, 5):
