@@ -123,3 +123,36 @@ def test_nan_samples_under_skip_still_write_the_final_checkpoint(tmp_path):
     with pytest.warns(RuntimeWarning, match="non-finite"):
         trainer.train()
     assert checkpoint_dirs(tmp_path) == ["4"]
+
+
+def test_every_runs_a_player_on_its_steps_through_the_loop(tmp_path):
+    """A player with every=2 runs at steps 0, 2, 4 of a 5-step run, and only there."""
+    import json
+
+    import optax
+    from flax import nnx
+
+    from zoo.engine.objective import Objective, Player
+
+    def loss(role):
+        def fn(models, batch, ctx):
+            value = jnp.mean((models(role)(batch["image"].reshape(-1, 64)) - 1.0) ** 2)
+            return value, {"step_seen": ctx.step.astype(jnp.float32)}
+
+        return fn
+
+    objective = Objective(
+        modules={
+            "a": nnx.Linear(64, 1, rngs=nnx.Rngs(0)),
+            "b": nnx.Linear(64, 1, rngs=nnx.Rngs(1)),
+        },
+        optimizers={"a": optax.adam(1e-2), "b": optax.adam(1e-2)},
+        players=(Player("a", "a", loss("a")), Player("lazy", "b", loss("b"), every=2)),
+    )
+    trainer = Trainer(tiny_config(5, checkpoint_every=5), str(tmp_path), objective)
+    state = trainer.train()
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    ran = [int(x["lazy/step_seen"]) for x in lines if "lazy/loss" in x]
+    assert ran == [0, 2, 4]
+    assert [int(x["a/step_seen"]) for x in lines if "a/loss" in x] == [0, 1, 2, 3, 4]
+    assert int(state.opt["b"][0].count) == 3 and int(state.opt["a"][0].count) == 5
