@@ -18,6 +18,12 @@ OBJECTIVES = {
     "gigagan": "zoo.gan.objective:build_objective",
     "styleswin": "zoo.gan.objective:build_objective",
     "nerf": "zoo.nerf.objective:build_objective",
+    "vqvae": "zoo.autoregressive.tokenizer_objective:build_objective",
+    "vqgan": "zoo.autoregressive.tokenizer_objective:build_objective",
+    "dvae": "zoo.autoregressive.tokenizer_objective:build_objective",
+    "transformer": "zoo.autoregressive.prior_objective:build_objective",
+    "dalle": "zoo.autoregressive.prior_objective:build_objective",
+    "parti": "zoo.autoregressive.prior_objective:build_objective",
 }
 
 

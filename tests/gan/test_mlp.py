@@ -8,7 +8,7 @@ import pytest
 from flax import nnx
 
 from zoo.gan import mlp
-from zoo.gan.losses import discriminator_loss, generator_loss
+from zoo.nn.adversarial import discriminator_loss, generator_loss
 
 
 def _config(**net):

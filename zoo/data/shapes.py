@@ -80,6 +80,19 @@ def attributes_of(label: int) -> tuple[int, int, int]:
     return shape, color, position
 
 
+def caption_table() -> tuple[np.ndarray, np.ndarray]:
+    """Every attribute triple, indexed by label, for text-conditioned samplers.
+
+    Returns:
+      tokens: ``[NUM_CLASSES, SHAPES_MAX_LEN]`` int32, each label's caption encoded by
+        ``SHAPES_TOKENIZER``.
+      attributes: ``[NUM_CLASSES, 3]`` int32 (shape, color, position) indices.
+    """
+    attributes = np.array([attributes_of(i) for i in range(NUM_CLASSES)], np.int32)
+    captions = [caption(*map(int, a)) for a in attributes]
+    return SHAPES_TOKENIZER.encode(captions, SHAPES_MAX_LEN), attributes
+
+
 def draw(shape: int, color: int, position: int, size: int, rng: np.random.Generator) -> Image.Image:
     """Draw one shape on black at `size * 4` pixels (shrink it to anti-alias).
 

@@ -61,16 +61,18 @@ class Graphs(NamedTuple):
 
 
 def _with_batch_axis(module: nnx.Module, axis_name: str) -> nnx.Module:
-    """A copy whose BatchNorm layers average their statistics over ``axis_name``.
+    """A copy whose batch-statistics layers see the whole batch through ``axis_name``.
 
     Under ``pmap`` each device sees a slice of the batch; with the axis name
     BatchNorm uses the statistics of the whole (micro)batch, as it does under
-    ``jit``. Only BatchNorm: Layer/Group/RMS norms have an ``axis_name`` too, but
-    their statistics are per example and must not be averaged over devices.
+    ``jit``. Only BatchNorm and modules that declare ``BATCH_STATISTICS = True``
+    (a vector quantizer's dead-code restarts): Layer/Group/RMS norms have an
+    ``axis_name`` too, but their statistics are per example and must not be
+    averaged over devices.
     """
     module = nnx.clone(module)
     for _, node in nnx.iter_graph(module):
-        if isinstance(node, nnx.BatchNorm):
+        if isinstance(node, nnx.BatchNorm) or getattr(node, "BATCH_STATISTICS", False):
             node.axis_name = axis_name
     return module
 

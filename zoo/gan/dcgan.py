@@ -5,7 +5,7 @@ The paper's architecture guidelines (sec. 3), all applied here:
     upsamples with stride-2 transposed ("fractionally-strided") convolutions;
   * no fully connected hidden layers: G's first layer is a matrix multiplication of z whose
     result is reshaped to a 4x4xC map (the paper's figure 1), D's last conv map is flattened into
-    one output unit (a logit; D(x) = sigmoid(logit), see `zoo.gan.losses`);
+    one output unit (a logit; D(x) = sigmoid(logit), see `zoo.nn.adversarial`);
   * BatchNorm in every layer except the generator's output layer and the discriminator's input
     layer. (The survey's sentence says BN is applied *only* to those two; the paper says the
     opposite: "not applying batchnorm to the generator output layer and the discriminator input

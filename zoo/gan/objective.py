@@ -43,15 +43,14 @@ import importlib
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from flax import nnx
 
 from zoo.engine.objective import Objective, Player
 from zoo.engine.optim import make_optimizer
 from zoo.engine.rng import example_keys, per_example, shared_key
-from zoo.gan import losses
 from zoo.gan.figures import interpolation, last, scatter, style_mixing, truncation_sweep
 from zoo.gan.regularizers import path_length_penalty, r1_penalty
+from zoo.nn import adversarial as losses
 
 # model name -> (network module, the batch field the discriminator reads)
 NETWORKS = {
@@ -135,12 +134,9 @@ class ShapesConditions:
 
     def __init__(self):
         from zoo.data import shapes
-        from zoo.data.text import SHAPES_MAX_LEN, shapes_tokenizer
 
-        labels = np.arange(shapes.NUM_CLASSES)
-        attributes = np.array([shapes.attributes_of(int(i)) for i in labels], np.int32)
-        captions = [shapes.caption(*map(int, a)) for a in attributes]
-        self.tokens = jnp.asarray(shapes_tokenizer().encode(captions, SHAPES_MAX_LEN))
+        tokens, attributes = shapes.caption_table()
+        self.tokens = jnp.asarray(tokens)
         self.attributes = jnp.asarray(attributes)  # [162, 3]: shape, colour, position
         self.num_classes = shapes.NUM_CLASSES
 

