@@ -12,6 +12,9 @@ shape, colour and position all match the caption). `:tiny` runs in seconds.
 
 from zoo.autoregressive.config import prior_config
 
+# The config files of the runs this one loads, by role (config.stages.<role>.workdir).
+STAGES = {"tokenizer": "dvae_shapes"}
+
 # get_config's arguments (`python -m zoo.main --list` prints them); None: the default.
 VARIANTS = {
     "tiny": "width 16, 1 layer, 4 steps: seconds (tests)",

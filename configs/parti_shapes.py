@@ -13,6 +13,9 @@ examples, so sampling can use classifier-free guidance on the logits
 
 from zoo.autoregressive.config import prior_config
 
+# The config files of the runs this one loads, by role (config.stages.<role>.workdir).
+STAGES = {"tokenizer": "vqgan_shapes"}
+
 # get_config's arguments (`python -m zoo.main --list` prints them); None: the default.
 VARIANTS = {
     "tiny": "width 16, 1 layer, guidance 2, 4 steps: seconds (tests)",

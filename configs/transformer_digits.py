@@ -12,6 +12,9 @@ Fréchet distance of decoded samples (eval/fd); writes samples and a sliding-win
 
 from zoo.autoregressive.config import prior_config
 
+# The config files of the runs this one loads, by role (config.stages.<role>.workdir).
+STAGES = {"tokenizer": "vqvae_digits"}
+
 # get_config's arguments (`python -m zoo.main --list` prints them); None: the default.
 VARIANTS = {
     "tiny": "width 16, 1 layer, 4 steps: seconds (tests, notebooks)",

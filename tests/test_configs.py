@@ -1,5 +1,6 @@
 """Every config file builds, and the tfds-backed CIFAR-10 config trains on tfds mock data."""
 
+import importlib
 import json
 from pathlib import Path
 
@@ -14,20 +15,51 @@ from zoo.main import run
 
 # Their default variants are the papers' models (tens of millions of parameters): the tests
 # build their tiny variants, and the model tests count the paper-size parameters abstractly.
-PAPER_SCALE = {"ddpm_cifar10", "dcgan_lsun", "stylegan2_ffhq", "styleswin_ffhq"}
+PAPER_SCALE = {
+    "ddpm_cifar10", "dcgan_lsun", "stylegan2_ffhq", "styleswin_ffhq", "vqgan_imagenet",
+}  # fmt: skip
 CONFIGS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.py"))
 
 
+# Runs of the stage-1 configs that stage-2 configs load (their STAGES), trained on first use.
+_STAGE_RUNS = {}
+
+
+def stage_runs(module, variant, tmp_path_factory) -> dict[str, str]:
+    """role -> workdir of a one-step run of the config file ``module.STAGES`` names for it."""
+    workdirs = {}
+    for role, name in getattr(module, "STAGES", {}).items():
+        if (name, variant) not in _STAGE_RUNS:
+            config = __import__(f"configs.{name}", fromlist=["get_config"]).get_config(variant)
+            config.train.update(
+                dict(steps=1, log_every=1, sample_every=0, eval_every=0, checkpoint_every=1)
+            )
+            workdir = tmp_path_factory.mktemp(f"{name}_{variant}")
+            run(config, str(workdir))
+            _STAGE_RUNS[name, variant] = str(workdir)
+        workdirs[role] = _STAGE_RUNS[name, variant]
+    return workdirs
+
+
+def build(module, variant, tmp_path_factory):
+    config = module.get_config(variant)
+    for role, workdir in stage_runs(module, variant, tmp_path_factory).items():
+        config.stages[role].workdir = workdir
+    registry.build_objective(config).check()
+
+
 @pytest.mark.parametrize("name", CONFIGS)
-def test_config_files_build_their_objective(name):
+def test_config_files_build_their_objective(name, tmp_path_factory):
     module = __import__(f"configs.{name}", fromlist=["get_config"])
     assert "tiny" in module.VARIANTS
     assert f"python -m zoo.main --config=configs/{name}.py" in module.__doc__
     for variant in (None, *module.VARIANTS):  # every declared variant is accepted
-        config = module.get_config(variant)
-        # Paper models take long to init; other variants (:small) are sized like these.
-        if variant == "tiny" or (variant is None and name not in PAPER_SCALE):
-            registry.build_objective(config).check()
+        module.get_config(variant)
+    # Paper models take long to init; other variants (:small) are sized like these. A
+    # stage-2 config's default needs a default stage-1 run: the slow tier builds those.
+    build(module, "tiny", tmp_path_factory)
+    if name not in PAPER_SCALE and not hasattr(module, "STAGES"):
+        build(module, None, tmp_path_factory)
     # VARIANTS is the one list: the error for any other variant names it.
     with pytest.raises(ValueError, match=f"unknown variant 'huge' of {name}; known: "):
         module.get_config("huge")
@@ -36,6 +68,14 @@ def test_config_files_build_their_objective(name):
     assert listed.variants == module.VARIANTS
     assert listed.description == module.__doc__.strip().splitlines()[0]
     assert all(text and "\n" not in text for text in module.VARIANTS.values())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "name", [n for n in CONFIGS if hasattr(importlib.import_module(f"configs.{n}"), "STAGES")]
+)
+def test_stage_two_config_defaults_build_on_default_stage_one_runs(name, tmp_path_factory):
+    build(__import__(f"configs.{name}", fromlist=["get_config"]), None, tmp_path_factory)
 
 
 def test_config_files_lists_every_file():

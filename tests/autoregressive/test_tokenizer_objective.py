@@ -1,0 +1,96 @@
+"""The tokenizers' modules and losses: shapes, VQGAN's adaptive weight, config errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from configs import dvae_shapes, vqgan_shapes
+from zoo import registry
+from zoo.autoregressive.tokenizer_objective import (
+    _conv_with_kernel,
+    adaptive_weight,
+    tokenizer_from_config,
+)
+from zoo.nn.blocks import conv
+
+
+def test_adaptive_weight_against_a_hand_computed_case():
+    kernel = jnp.arange(6.0).reshape(2, 3)
+    a = jnp.array([[3.0, 0.0, 0.0], [0.0, 4.0, 0.0]])  # grad of the rec loss, norm 5
+    b = jnp.array([[0.0, 0.0, 1.0], [0.0, 0.0, 0.0]])  # grad of the GAN loss, norm 1
+    w = adaptive_weight(lambda k: jnp.sum(a * k), lambda k: jnp.sum(b * k), kernel)
+    np.testing.assert_allclose(w, 5.0 / (1.0 + 1e-4), rtol=1e-6)
+    # Quadratic losses: grad of 0.5 c ||k||^2 is c k.
+    w = adaptive_weight(
+        lambda k: 0.5 * 2.0 * jnp.sum(k**2), lambda k: 0.5 * 0.5 * jnp.sum(k**2), kernel
+    )
+    np.testing.assert_allclose(
+        w, 2.0 * np.linalg.norm(kernel) / (0.5 * np.linalg.norm(kernel) + 1e-4), rtol=1e-5
+    )
+    # A GAN loss that does not depend on the layer: clamped at 1e4, not inf.
+    assert adaptive_weight(lambda k: jnp.sum(a * k), lambda k: 0.0 * jnp.sum(k), kernel) == 1e4
+    # Detached: no gradient flows through the weight into the kernel.
+    g = jax.grad(lambda k: adaptive_weight(lambda q: jnp.sum(k * q**2), lambda q: jnp.sum(q), k))
+    np.testing.assert_array_equal(g(kernel), 0.0)
+
+
+def test_conv_with_kernel_is_the_layer_with_another_kernel():
+    layer = conv(4, 3, dtype=jnp.float32, rngs=nnx.Rngs(0))
+    layer.bias[...] = jnp.arange(3.0)
+    x = jax.random.normal(jax.random.key(1), (2, 5, 5, 4))
+    np.testing.assert_allclose(_conv_with_kernel(layer, x, layer.kernel[...]), layer(x), atol=1e-5)
+    other = 2.0 * layer.kernel[...]
+    layer.kernel[...] = other
+    np.testing.assert_allclose(_conv_with_kernel(layer, x, other), layer(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("module", [vqgan_shapes, dvae_shapes])
+def test_tokenizer_codes_and_images_have_the_grid_shapes(module):
+    config = module.get_config("tiny")
+    tok = tokenizer_from_config(config)
+    size, f = config.data.image_size, tok.factor
+    assert f == 2 ** (len(config.vq.ch_mult) - 1)
+    x = jax.random.uniform(jax.random.key(0), (2, size, size, 3), minval=-1, maxval=1)
+    idx = tok.encode_indices(x)
+    assert idx.shape == (2, size // f, size // f) and idx.dtype == jnp.int32
+    assert 0 <= int(idx.min()) and int(idx.max()) < tok.num_codes
+    assert tok.decode_indices(idx).shape == x.shape
+    # A larger token grid decodes to a larger image (sliding-window samples).
+    assert tok.decode_indices(jnp.zeros((1, 2, 6), jnp.int32)).shape == (1, 2 * f, 6 * f, 3)
+
+
+def test_vq_tokenizer_training_pass_matches_its_codes():
+    config = vqgan_shapes.get_config("tiny")
+    tok = tokenizer_from_config(config)
+    x = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3), minval=-1, maxval=1)
+    codes = tok.encode_indices(x)  # before the training pass updates the EMA codebook
+    rec = tok.reconstruct(x, key=jax.random.key(1))
+    np.testing.assert_array_equal(rec.indices, codes)
+    np.testing.assert_allclose(rec.image, tok.decoder.conv_out(rec.features), atol=1e-6)
+    # Through the straight-through estimator the encoder gets a gradient from the image.
+    graph, params, rest = nnx.split(tok, nnx.Param, ...)
+
+    def loss(p):
+        m = nnx.merge(graph, p, rest, copy=True)
+        return jnp.mean(m.reconstruct(x, key=jax.random.key(1)).image ** 2)
+
+    grads = jax.grad(loss)(params)
+    assert float(jnp.abs(grads["encoder"]["conv_in"]["kernel"][...]).sum()) > 0
+
+
+def test_tokenizer_config_errors():
+    config = vqgan_shapes.get_config("tiny")
+    config.vq_loss.perceptual_weight = 1.0
+    with pytest.raises(ValueError, match="needs vq_loss.lpips_weights"):
+        registry.build_objective(config)
+    config = vqgan_shapes.get_config("tiny")
+    config.vq.ch_mult = (1, 2, 2, 2, 2)  # f = 16
+    config.data.image_size = 24
+    with pytest.raises(ValueError, match="not divisible by the downsampling factor 16"):
+        registry.build_objective(config)
+    config = vqgan_shapes.get_config("tiny")
+    config.vq_loss.reconstruction = "l3"
+    with pytest.raises(ValueError, match="vq_loss.reconstruction='l3'"):
+        registry.build_objective(config)
