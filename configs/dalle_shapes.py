@@ -23,7 +23,7 @@ VARIANTS = {
 
 def get_config(arg: str | None = None):
     c = prior_config("dalle")
-    c.data.update(dict(name="shapes", image_size=32, channels=3, batch_size=32))
+    c.data.update(dict(name="shapes", image_size=16, channels=3, batch_size=32))
     c.prior.update(dict(dim=128, depth=4, num_heads=4, dropout=0.1))
     c.optim.update(dict(lr=1e-3, warmup_steps=200, schedule="cosine", end_lr_factor=0.1))
     c.train.update(

@@ -24,7 +24,7 @@ VARIANTS = {
 
 def get_config(arg: str | None = None):
     c = prior_config("parti")
-    c.data.update(dict(name="shapes", image_size=32, channels=3, batch_size=32))
+    c.data.update(dict(name="shapes", image_size=16, channels=3, batch_size=32))
     c.prior.update(
         dict(dim=128, depth=4, num_heads=4, dropout=0.1, condition_dropout=0.1, text_dim=64,
              text_depth=2, text_heads=4)

