@@ -194,23 +194,19 @@ class VQTokenizer(nnx.Module):
     """VQ-VAE / VQGAN: ``[B, H, W, C]`` images <-> ``[B, H/f, W/f]`` code indices.
 
     Args:
-      channels: image channels; image_size: side length in pixels.
-      ch, ch_mult, num_res_blocks, attn_resolutions: the encoder/decoder widths.
+      channels: image channels.
       z_channels: encoder output channels; embed_dim: code vector size.
       num_codes: codebook size K; beta: commitment weight (0.25 in VQ-VAE).
       ema_decay: > 0 updates the codebook by EMA instead of gradients.
       restart_threshold: > 0 restarts dead codes (EMA codebooks only).
+      arch: the :class:`Encoder`/:class:`Decoder` fields ``ch, ch_mult, num_res_blocks,
+        attn_resolutions, image_size`` (the input side length in pixels).
     """
 
     def __init__(
         self,
         *,
         channels: int,
-        image_size: int,
-        ch: int,
-        ch_mult: tuple[int, ...],
-        num_res_blocks: int,
-        attn_resolutions: tuple[int, ...],
         z_channels: int,
         embed_dim: int,
         num_codes: int,
@@ -219,19 +215,11 @@ class VQTokenizer(nnx.Module):
         restart_threshold: float = 0.0,
         dtype=jnp.float32,
         rngs: nnx.Rngs,
+        **arch,
     ):
-        arch = dict(
-            ch=ch,
-            ch_mult=tuple(ch_mult),
-            num_res_blocks=num_res_blocks,
-            attn_resolutions=tuple(attn_resolutions),
-            image_size=image_size,
-            dtype=dtype,
-            rngs=rngs,
-        )
-        self.factor = _check_sizes(image_size, ch_mult)
+        self.factor = _check_sizes(arch["image_size"], arch["ch_mult"])
         self.num_codes = num_codes
-        self.encoder = Encoder(channels, z_channels, **arch)
+        self.encoder = Encoder(channels, z_channels, dtype=dtype, rngs=rngs, **arch)
         self.quant_conv = conv(z_channels, embed_dim, 1, dtype=dtype, rngs=rngs)
         self.quantizer = VectorQuantizer(
             num_codes,
@@ -242,7 +230,7 @@ class VQTokenizer(nnx.Module):
             rngs=rngs,
         )
         self.post_quant_conv = conv(embed_dim, z_channels, 1, dtype=dtype, rngs=rngs)
-        self.decoder = Decoder(z_channels, channels, **arch)
+        self.decoder = Decoder(z_channels, channels, dtype=dtype, rngs=rngs, **arch)
 
     def quantize(self, x: jax.Array, *, key: jax.Array | None = None):
         """``x: [B, H, W, C]`` -> the quantizer's output on the encodings ``[B, h, w, D]``."""
@@ -283,37 +271,25 @@ class DiscreteVAE(nnx.Module):
     ``tau`` (soft, as in DALL-E), embeds it with the codebook ``[K, D]`` (a weighted sum of
     code vectors) and decodes; tokenizing takes the argmax of the logits.
 
-    Args: as :class:`VQTokenizer`; ``embed_dim`` is the code vector size D.
+    Args: ``channels``, ``num_codes`` and ``arch`` as :class:`VQTokenizer`; ``embed_dim`` is
+    the code vector size D.
     """
 
     def __init__(
         self,
         *,
         channels: int,
-        image_size: int,
-        ch: int,
-        ch_mult: tuple[int, ...],
-        num_res_blocks: int,
-        attn_resolutions: tuple[int, ...],
         embed_dim: int,
         num_codes: int,
         dtype=jnp.float32,
         rngs: nnx.Rngs,
+        **arch,
     ):
-        arch = dict(
-            ch=ch,
-            ch_mult=tuple(ch_mult),
-            num_res_blocks=num_res_blocks,
-            attn_resolutions=tuple(attn_resolutions),
-            image_size=image_size,
-            dtype=dtype,
-            rngs=rngs,
-        )
-        self.factor = _check_sizes(image_size, ch_mult)
+        self.factor = _check_sizes(arch["image_size"], arch["ch_mult"])
         self.num_codes = num_codes
-        self.encoder = Encoder(channels, num_codes, **arch)
+        self.encoder = Encoder(channels, num_codes, dtype=dtype, rngs=rngs, **arch)
         self.codebook = nnx.Embed(num_codes, embed_dim, rngs=rngs)
-        self.decoder = Decoder(embed_dim, channels, **arch)
+        self.decoder = Decoder(embed_dim, channels, dtype=dtype, rngs=rngs, **arch)
 
     def logits(self, x: jax.Array) -> jax.Array:
         """``x: [B, H, W, C]`` -> code logits ``[B, h, w, K]`` float32."""
