@@ -3,14 +3,17 @@
     python experiments/evals/checkpoint_quality.py runs/ddpm_digits --sampler ancestral
     python experiments/evals/checkpoint_quality.py runs/ddpm_digits --exact_bpd 297
     python experiments/evals/checkpoint_quality.py runs/stylegan2_digits   # any model
+    python experiments/evals/checkpoint_quality.py runs/parti_shapes --set prior.guidance_scale=3
 
 Reads the run's own config.json, so it scores the model the run trained.
 Prints JSON: digits FD of ``--num`` samples (EMA parameters) with the chosen
 sampler, and optionally the full variational bound (all T terms) on held-out
-digits, split into L_T, L_0 and the KL terms.
+digits, split into L_T, L_0 and the KL terms. ``--set field=value`` changes a
+sampling setting of the saved config first (guidance scale, temperature, top-k).
 """
 
 import argparse
+import ast
 import json
 import os
 
@@ -63,9 +66,17 @@ def main():
     p.add_argument("--sampler", choices=("ddim", "ancestral"), default="ddim")
     p.add_argument("--num", type=int, default=500, help="samples for the FD")
     p.add_argument("--exact_bpd", type=int, default=0, help="held-out examples; 0: skip")
+    p.add_argument("--set", action="append", default=[], help="field=value, e.g. prior.top_k=8")
     args = p.parse_args()
     with open(os.path.join(args.workdir, "config.json")) as f:
         config = ml_collections.ConfigDict(json.load(f))
+    for item in args.set:
+        field, _, value = item.partition("=")
+        section, _, key = field.rpartition(".")
+        node = config[section] if section else config
+        if key not in node:
+            raise SystemExit(f"--set {item}: the run's config has no field {field!r}")
+        node[key] = ast.literal_eval(value)
     ddpm = config.model == "ddpm"
     if ddpm:
         config.diffusion.sampler = args.sampler
@@ -79,7 +90,7 @@ def main():
     if step == 0:
         raise SystemExit(f"no checkpoint in {args.workdir}")
     samples = trainer.samples(state, args.num, seed_offset=12345)
-    result = {"step": step, "num_samples": args.num}
+    result = {"step": step, "num_samples": args.num, "set": args.set}
     if ddpm:
         result["sampler"] = args.sampler
     result.update(trainer.sample_evals[0](samples))
