@@ -7,7 +7,8 @@ Reads the run's own config.json, encodes every held-out image to its codes and d
 them (the hard codes a prior sees; EMA parameters where the run keeps them). Prints JSON:
 PSNR (dB, images in [0, 1], the mean of per-image PSNRs), L1, LPIPS with ``--lpips``, and
 the codebook usage and perplexity of the codes over the whole split (the training logs and
-``eval/usage`` count codes per batch).
+``eval/usage`` count codes per batch). On ``shapes`` it also reports the caption match of the
+reconstructions as judged by the reference classifier: the ceiling of a prior over these codes.
 """
 
 import argparse
@@ -24,6 +25,20 @@ from zoo.engine.loop import Trainer
 from zoo.engine.step import Models
 from zoo.evals.image_metrics import psnr
 from zoo.nn.quantizer import codebook_stats
+
+
+def reconstruction_caption_match(config, workdir, reconstruct, variables) -> dict:
+    """Caption match of the held-out images' reconstructions (and of the images themselves)."""
+    from zoo.evals.shapes_classifier import ShapesClassifier, caption_match
+
+    classifier = ShapesClassifier.train(
+        image_size=int(config.data.image_size),
+        cache_path=os.path.join(workdir, "shapes_classifier.npz"),
+    )
+    batch = next(data.make_eval_source(config.data).batches(1000))
+    _, image = reconstruct(variables, jnp.asarray(batch["image"], jnp.float32))
+    attributes = batch["shape"], batch["color"], batch["position"]
+    return caption_match(np.asarray(image), *attributes, classifier)
 
 
 def main():
@@ -59,9 +74,13 @@ def main():
         scores["l1"] += list(np.asarray(jnp.mean(jnp.abs(x - image), axis=(1, 2, 3))))
         if lpips is not None:
             scores["lpips"] += list(np.asarray(lpips(x, image)))
+    if config.data.name == "shapes":
+        out_match = reconstruction_caption_match(config, args.workdir, reconstruct, variables)
     stats = codebook_stats(jnp.asarray(np.concatenate(codes)), int(config.vq.num_codes))
     out = {k: float(np.mean(v)) for k, v in scores.items() if v}
     out.update({k: float(v) for k, v in stats.items()})
+    if config.data.name == "shapes":
+        out.update({f"reconstruction_{k}": v for k, v in out_match.items()})
     out.update(step=int(step), images=len(scores["psnr"]), num_codes=int(config.vq.num_codes))
     print(json.dumps(out))
 
