@@ -94,3 +94,34 @@ def test_tokenizer_config_errors():
     config.vq_loss.reconstruction = "l3"
     with pytest.raises(ValueError, match="vq_loss.reconstruction='l3'"):
         registry.build_objective(config)
+
+
+def test_discriminator_sees_real_and_fake_in_one_batchnorm_batch():
+    # Two calls normalise real and fake by their own BatchNorm statistics, which removes their
+    # mean difference: a 2-layer PatchGAN on 16x16 shapes then never left d_loss = 2.
+    from zoo.engine.objective import Context
+    from zoo.engine.state import split_modules
+    from zoo.engine.step import Models
+    from zoo.nn.adversarial import discriminator_loss
+
+    config = vqgan_shapes.get_config("tiny")
+    config.vq_loss.disc_start = 0
+    objective = registry.build_objective(config)
+    graphs, params, rest = split_modules(objective.modules)
+    x = jax.random.uniform(jax.random.key(0), (4, 16, 16, 3), minval=-1, maxval=1)
+    ids = jnp.arange(4, dtype=jnp.int32)
+    ctx = Context(rng=jax.random.key(1), step=jnp.int32(1), substep=jnp.int32(0), example_ids=ids)
+    (player,) = [p for p in objective.players if p.name == "discriminator"]
+    value, _ = player.loss(Models(graphs, params, rest), {"image": x, "example_id": ids}, ctx)
+
+    def models():
+        return Models(graphs, params, rest)
+
+    tok = models()("tokenizer", train=False)
+    fake = tok.decode_indices(tok.encode_indices(x))
+    real_logits, fake_logits = jnp.split(models()("discriminator")(jnp.concatenate([x, fake])), 2)
+    np.testing.assert_allclose(value, discriminator_loss(real_logits, fake_logits, "hinge"), 1e-5)
+    separate = discriminator_loss(
+        models()("discriminator")(x), models()("discriminator")(fake), "hinge"
+    )
+    assert abs(float(separate) - float(value)) > 1e-4
