@@ -109,7 +109,11 @@ def test_prior_trains_on_the_frozen_tokenizer_of_a_stage_one_run(
 
 def test_stage_two_errors_name_the_field_to_fix(tokenizers, tmp_path):
     config = config_of("transformer_digits")
-    with pytest.raises(ValueError, match=r"config.stages.tokenizer.workdir must name"):
+    with pytest.raises(
+        ValueError,
+        match=r"config.stages.tokenizer.workdir must name .*"
+        r"e.g. --config.stages.tokenizer.workdir=runs/",
+    ):
         registry.build_objective(config)
     config.stages.tokenizer.workdir = str(tmp_path / "missing")
     with pytest.raises(ValueError, match=r"config.stages.tokenizer.workdir=.*no such directory"):

@@ -99,7 +99,7 @@ def stage_specs(config, section: str) -> dict[str, StageSpec]:
         if not isinstance(workdir, str) or not workdir:
             raise ValueError(
                 f"{field}.workdir must name a trained run's --workdir, e.g. "
-                f"--{field[len('config.') :]}.workdir=runs/<that run>"
+                f"--{field}.workdir=runs/<that run>"
             )
         role = entry.get("role", None) or name
         ema = entry.get("ema", True)
