@@ -125,3 +125,34 @@ def test_discriminator_sees_real_and_fake_in_one_batchnorm_batch():
         models()("discriminator")(x), models()("discriminator")(fake), "hinge"
     )
     assert abs(float(separate) - float(value)) > 1e-4
+
+
+@pytest.mark.parametrize("step, runs", [(2, False), (3, True)])
+def test_discriminator_pass_runs_only_from_disc_start(step, runs):
+    # Before disc_start the discriminator's loss is 0 and its pass is skipped: its BatchNorm
+    # statistics stay where they were (the old code ran it and moved them from step 0).
+    from zoo.engine.objective import Context
+    from zoo.engine.state import split_modules
+    from zoo.engine.step import Models
+
+    config = vqgan_shapes.get_config("tiny")
+    config.vq_loss.disc_start = 3
+    objective = registry.build_objective(config)
+    graphs, params, rest = split_modules(objective.modules)
+    x = jax.random.uniform(jax.random.key(0), (4, 16, 16, 3), minval=-1, maxval=1)
+    ids = jnp.arange(4, dtype=jnp.int32)
+    ctx = Context(
+        rng=jax.random.key(1), step=jnp.int32(step), substep=jnp.int32(0), example_ids=ids
+    )
+    (player,) = [p for p in objective.players if p.name == "discriminator"]
+
+    def run():  # under jit, as in the engine: the branch is chosen by a traced step
+        models = Models(graphs, params, rest)
+        value, aux = player.loss(models, {"image": x, "example_id": ids}, ctx)
+        return value, aux, models.updated_rest()["discriminator"]
+
+    value, aux, updated = jax.jit(run)()
+    before, after = jax.tree.leaves(rest["discriminator"]), jax.tree.leaves(updated)
+    moved = any(not np.allclose(a, b) for a, b in zip(before, after, strict=True))
+    assert moved == runs
+    assert (float(value) > 0) == runs and float(aux["d_loss"]) == float(value)

@@ -12,8 +12,8 @@ Config fields read (``config.model`` in ``"vqvae" | "vqgan" | "dvae"``; defaults
 
 Players: ``tokenizer`` (reconstruction + codebook terms + the weighted adversarial term),
 then ``discriminator`` (PatchGAN, hinge loss) when ``vq_loss.disc_weight > 0``. Before
-``disc_start`` the adversarial weight is 0 (the discriminator's loss too, so Adam leaves it
-where it is), as in taming transformers.
+``disc_start`` the adversarial weight is 0 and the discriminator's pass is skipped (its loss
+is 0, so Adam leaves it where it is), as in taming transformers.
 
 The adversarial weight is VQGAN's adaptive weight (Esser et al. 2021, eq. 7):
 lambda = ||grad_{W_L} L_rec|| / (||grad_{W_L} L_GAN|| + 1e-4), clamped to [0, 1e4] and
@@ -226,16 +226,24 @@ def build_objective(config) -> Objective:
 
     def discriminator_loss_fn(models, batch, ctx):
         x = batch["image"].astype(jnp.float32)
-        tok = models("tokenizer", train=False)
-        fake = tok.decode_indices(tok.encode_indices(x))
-        # One call on [real; fake]: with BatchNorm, two calls normalise each batch by its own
-        # statistics, which removes the mean difference between them (a 2-layer PatchGAN on
-        # 16x16 shapes then never left d_loss = 2, real and fake logits equal).
-        logits = models("discriminator")(jnp.concatenate([x, fake]))
-        real_logits, fake_logits = jnp.split(logits, 2)
-        on = (ctx.step >= disc_start).astype(jnp.float32)
-        value = discriminator_loss(real_logits, fake_logits, "hinge")
-        return on * value, {"d_loss": value}
+
+        def active(disc, tok, x):
+            fake = tok.decode_indices(tok.encode_indices(x))
+            # One call on [real; fake]: with BatchNorm, two calls normalise each batch by its
+            # own statistics, which removes the mean difference between them (a 2-layer
+            # PatchGAN on 16x16 shapes then never left d_loss = 2, real and fake logits equal).
+            real_logits, fake_logits = jnp.split(disc(jnp.concatenate([x, fake])), 2)
+            return discriminator_loss(real_logits, fake_logits, "hinge")
+
+        def idle(disc, tok, x):
+            return jnp.zeros((), jnp.float32)
+
+        # Before disc_start neither the reconstruction nor the discriminator runs (nnx.cond
+        # executes one branch), so the first disc_start steps cost the tokenizer's alone and
+        # the discriminator's BatchNorm statistics stay at their initial values.
+        disc, tok = models("discriminator"), models("tokenizer", train=False)
+        value = nnx.cond(ctx.step >= disc_start, active, idle, disc, tok, x)
+        return value, {"d_loss": value}
 
     def evaluate(models, batch, rng):
         """Held-out reconstruction through the hard codes: PSNR (dB, images in [0, 1]),
