@@ -156,3 +156,27 @@ def test_discriminator_pass_runs_only_from_disc_start(step, runs):
     moved = any(not np.allclose(a, b) for a, b in zip(before, after, strict=True))
     assert moved == runs
     assert (float(value) > 0) == runs and float(aux["d_loss"]) == float(value)
+
+
+def test_tokenizer_is_trained_against_the_discriminator_logits_it_trains():
+    # The generator pass must see the fakes as the discriminator's pass does (beside the real
+    # batch in one BatchNorm batch); alone, the fakes were normalised by their own statistics:
+    # the old code's g_loss was -2.1 (fakes "real") while d_loss was 0 (fakes caught).
+    from zoo.engine.objective import Context
+    from zoo.engine.state import split_modules
+    from zoo.engine.step import Models
+
+    config = vqgan_shapes.get_config("tiny")
+    config.vq_loss.disc_start = 0
+    objective = registry.build_objective(config)
+    graphs, params, rest = split_modules(objective.modules)
+    x = jax.random.uniform(jax.random.key(0), (4, 16, 16, 3), minval=-1, maxval=1)
+    ids = jnp.arange(4, dtype=jnp.int32)
+    ctx = Context(rng=jax.random.key(1), step=jnp.int32(1), substep=jnp.int32(0), example_ids=ids)
+    players = {p.name: p for p in objective.players}
+    batch = {"image": x, "example_id": ids}
+    _, aux = players["tokenizer"].loss(Models(graphs, params, rest), batch, ctx)
+    tok = Models(graphs, params, rest)("tokenizer", train=False)
+    fake = tok.decode_indices(tok.encode_indices(x))
+    logits = Models(graphs, params, rest)("discriminator")(jnp.concatenate([x, fake]))
+    np.testing.assert_allclose(aux["g_loss"], -jnp.mean(jnp.split(logits, 2)[1]), rtol=1e-4)

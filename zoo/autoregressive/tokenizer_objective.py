@@ -35,7 +35,7 @@ from flax import nnx
 from zoo.autoregressive.config import TOKENIZERS
 from zoo.autoregressive.gumbel import kl_weight, temperature
 from zoo.autoregressive.vq import DiscreteVAE, VQTokenizer
-from zoo.engine.objective import Objective, Player
+from zoo.engine.objective import Objective, Player, batch_mean
 from zoo.engine.optim import make_optimizer
 from zoo.engine.rng import example_keys, shared_key
 from zoo.evals.image_metrics import psnr
@@ -75,20 +75,25 @@ def tokenizer_from_config(config, rngs: nnx.Rngs | None = None) -> nnx.Module:
     )
 
 
-def adaptive_weight(rec_loss, gan_loss, kernel, *, max_weight: float = 1e4, eps: float = 1e-4):
+def adaptive_weight(
+    rec_loss, gan_loss, kernel, *, max_weight: float = 1e4, eps: float = 1e-4, reduce=None
+):
     """VQGAN's adaptive weight: ``||grad rec_loss(kernel)|| / (||grad gan_loss(kernel)|| + eps)``.
 
     Args:
       rec_loss, gan_loss: ``kernel -> scalar``, the two losses as functions of the decoder's
         last-layer kernel (everything before that layer held fixed).
       kernel: the last layer's kernel.
+      reduce: applied to each gradient before its norm; under ``pmap`` the mean over devices
+        (:func:`zoo.engine.objective.batch_mean`), so the norms are the whole batch's.
 
     Returns:
       float32 scalar in [0, max_weight], behind ``stop_gradient``.
     """
     kernel = jax.lax.stop_gradient(kernel)
-    g_rec = jnp.linalg.norm(jax.grad(rec_loss)(kernel))
-    g_gan = jnp.linalg.norm(jax.grad(gan_loss)(kernel))
+    reduce = reduce or (lambda g: g)
+    g_rec = jnp.linalg.norm(reduce(jax.grad(rec_loss)(kernel)))
+    g_gan = jnp.linalg.norm(reduce(jax.grad(gan_loss)(kernel)))
     return jax.lax.stop_gradient(jnp.clip(g_rec / (g_gan + eps), 0.0, max_weight))
 
 
@@ -201,8 +206,12 @@ def build_objective(config) -> Objective:
             conv_out, features = tok.decoder.conv_out, rec.features
 
             def g_loss_of(image):
+                # The fakes go through the discriminator beside the real batch, as in its own
+                # pass: alone, train-mode BatchNorm normalised them by their own statistics,
+                # and the tokenizer was trained against logits the discriminator never gave.
                 disc = nnx.merge(disc_graph, disc_state, copy=True)
-                return generator_loss(disc(image), "hinge")
+                _, fake_logits = jnp.split(disc(jnp.concatenate([x, image])), 2)
+                return generator_loss(fake_logits, "hinge")
 
             def with_gan(image):
                 g = g_loss_of(image)
@@ -212,6 +221,9 @@ def build_objective(config) -> Objective:
                     lambda k: rec_loss(models, x, _conv_with_kernel(conv_out, features, k)),
                     lambda k: g_loss_of(_conv_with_kernel(conv_out, features, k)),
                     conv_out.kernel[...],
+                    # The ratio of norms is not linear in the batch: average the gradients
+                    # over pmap's devices first (jit and pmap then agree).
+                    reduce=lambda grad: batch_mean(grad, ctx),
                 )
                 return g, lam
 

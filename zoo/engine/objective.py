@@ -43,12 +43,22 @@ class Context(NamedTuple):
     step: int32 scalar, the train step (0-based) being computed.
     substep: int32 scalar, the index j of this player's k updates.
     example_ids: int32 ``[B]``, global positions of this batch's examples.
+    axis_name: the ``pmap`` axis over which the batch is split, None under ``jit``. A loss
+        that uses a batch statistic outside of its value (VQGAN's adaptive weight: a ratio of
+        gradient norms) reduces over it (:func:`batch_mean`) so pmap computes what jit does.
     """
 
     rng: jax.Array
     step: jax.Array
     substep: jax.Array
     example_ids: jax.Array
+    axis_name: str | None = None
+
+
+def batch_mean(tree, ctx: Context):
+    """``tree`` (per-device means, e.g. gradients of a per-device loss) averaged over the
+    devices under ``pmap``: the whole (micro)batch's value, as under ``jit``; as is otherwise."""
+    return tree if ctx.axis_name is None else jax.lax.pmean(tree, ctx.axis_name)
 
 
 Loss = Callable[[Any, dict, Context], tuple[jax.Array, dict]]

@@ -163,6 +163,7 @@ def build_train_step(
                 step=state.step,
                 substep=j,
                 example_ids=sub_batch["example_id"][0],
+                axis_name=axis_name,
             )
             loss, aux, grads, new_rest = grads_of(player, params, rest, frozen, sub_batch, ctx)
             new_rest = _mean_floats(new_rest, axis_name)
