@@ -1,10 +1,13 @@
-"""Reconstruction quality of a tokenizer run's latest checkpoint on the whole held-out split.
+"""Reconstruction quality of a tokenizer run's checkpoint on the whole held-out split.
 
     python experiments/evals/tokenizer_quality.py runs/vqvae_digits
     python experiments/evals/tokenizer_quality.py runs/vqgan_shapes --lpips lpips_vgg16.npz
+    python experiments/evals/tokenizer_quality.py runs/vqgan_shapes --step 2000
 
-Reads the run's own config.json, encodes every held-out image to its codes and decodes
-them (the hard codes a prior sees; EMA parameters where the run keeps them). Prints JSON:
+Reads the run's own config.json and the tokenizer of its newest checkpoint (``--step``: that
+one), loaded as a stage-2 run loads it (``config.stages.tokenizer``; EMA parameters where the
+run keeps them, unless ``--no-ema``). Encodes every held-out image to its codes and decodes
+them (the hard codes a prior sees). Prints JSON:
 PSNR (dB, images in [0, 1], the mean of per-image PSNRs), L1, LPIPS with ``--lpips``, and
 the codebook usage and perplexity of the codes over the whole split (the training logs and
 ``eval/usage`` count codes per batch). On ``shapes`` it also reports the caption match of the
@@ -20,8 +23,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from zoo import data, registry
-from zoo.engine.loop import Trainer
+from zoo import data
+from zoo.autoregressive.tokenizer_objective import tokenizer_from_config
+from zoo.engine.stages import StageSpec, load_role
+from zoo.engine.state import split_modules
 from zoo.engine.step import Models
 from zoo.evals.image_metrics import psnr
 from zoo.nn.quantizer import codebook_stats
@@ -46,12 +51,16 @@ def main():
     p.add_argument("workdir")
     p.add_argument("--lpips", default="", help="LPIPS weights (.npz from zoo.evals.lpips)")
     p.add_argument("--batch_size", type=int, default=100)
+    p.add_argument("--step", type=int, default=0, help="checkpoint step (0: the newest)")
+    p.add_argument("--no-ema", dest="ema", action="store_false", help="raw, not EMA, weights")
     args = p.parse_args()
     with open(os.path.join(args.workdir, "config.json")) as f:
         config = ml_collections.ConfigDict(json.load(f))
-    trainer = Trainer(config, args.workdir, registry.build_objective(config))
-    state, step = trainer.restore_or_init()
-    trainer.checkpointer.close()
+    graphs, params, rest = split_modules({"tokenizer": tokenizer_from_config(config)})
+    spec = StageSpec("stages", "tokenizer", args.workdir, "tokenizer", args.ema, args.step or None)
+    sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    p_tok, r_tok, record = load_role(spec, params["tokenizer"], rest["tokenizer"], sharding)
+    variables = ({"tokenizer": p_tok}, {"tokenizer": r_tok})
     lpips = None
     if args.lpips:
         from zoo.evals.lpips import load_lpips
@@ -60,11 +69,10 @@ def main():
 
     @jax.jit
     def reconstruct(variables, x):
-        tok = Models(trainer.graphs, *variables)("tokenizer", train=False)
+        tok = Models(graphs, *variables)("tokenizer", train=False)
         codes = tok.encode_indices(x)
         return codes, jnp.clip(tok.decode_indices(codes), -1.0, 1.0)
 
-    variables = trainer.eval_params(state)
     scores, codes = {"psnr": [], "l1": [], "lpips": []}, []
     for batch in data.make_eval_source(config.data).batches(args.batch_size):
         x = jnp.asarray(batch["image"], jnp.float32)
@@ -81,7 +89,12 @@ def main():
     out.update({k: float(v) for k, v in stats.items()})
     if config.data.name == "shapes":
         out.update({f"reconstruction_{k}": v for k, v in out_match.items()})
-    out.update(step=int(step), images=len(scores["psnr"]), num_codes=int(config.vq.num_codes))
+    out.update(
+        step=record["step"],
+        weights=record["source"],
+        images=len(scores["psnr"]),
+        num_codes=int(config.vq.num_codes),
+    )
     print(json.dumps(out))
 
 
