@@ -6,7 +6,10 @@
 evidence lower bound (eq. 3.1) with the Gumbel-softmax relaxation: temperature annealed from
 1 towards 1/16 and the KL weight to the uniform prior ramped up, as in Ramesh et al. (2021)
 on a shorter clock. Tokenizing takes the argmax; held-out PSNR is measured through those
-hard codes. `:tiny` runs in seconds.
+hard codes. The final KL weight is 0.1: with 1.0 the posterior stayed spread over several
+codes, so the argmax codes a prior sees decoded worse than the training samples (measured on
+the 2-core VM, README: PSNR 28.1 dB, reconstruction caption match 0.36; with 0.1: 30.4 dB,
+0.61). `:tiny` runs in seconds.
 """
 
 from zoo.autoregressive.config import tokenizer_config
@@ -24,7 +27,7 @@ def get_config(arg: str | None = None):
         dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), embed_dim=32,
              num_codes=256)
     )  # fmt: skip
-    c.dvae.update(dict(tau_anneal_steps=3000, kl_weight=1.0, kl_ramp_steps=500))
+    c.dvae.update(dict(tau_anneal_steps=3000, kl_weight=0.1, kl_ramp_steps=500))
     c.optim.update(dict(lr=1e-3, b1=0.9, b2=0.999, warmup_steps=100, grad_clip=1.0))
     c.train.update(
         dict(steps=4000, log_every=100, sample_every=1000, eval_every=1000, checkpoint_every=1000)
