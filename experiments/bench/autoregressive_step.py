@@ -7,7 +7,8 @@
     python experiments/bench/autoregressive_step.py --repeats 20    # on a GPU
 
 - ``vqgan``: the engine's train step (``build_train_step``, jitted, state donated) of
-  ``configs/vqgan_shapes.py``'s default model (recorded as ``vq``) at that config's image
+  ``configs/vqgan_shapes.py:gan`` (recorded as ``vq``; the default trains without the
+  discriminator, :gan is the paper's VQGAN) at that config's image
   size, batch 16, with ``vq_loss.disc_start=0``: both players every step, the tokenizer with
   the hinge generator term and its adaptive weight (two more gradients through the
   decoder's last conv), then the PatchGAN discriminator (which encodes and decodes the
@@ -144,7 +145,7 @@ def time_call(
 
 
 def bench_vqgan(args) -> dict:
-    c = vqgan_shapes.get_config("tiny" if args.quick else None)
+    c = vqgan_shapes.get_config("tiny" if args.quick else "gan")
     c.data.batch_size = args.vqgan_batch
     c.data.image_size = args.vqgan_size or c.data.image_size
     c.vq_loss.disc_start = 0  # the adversarial term and its adaptive weight from step 0
@@ -152,7 +153,7 @@ def bench_vqgan(args) -> dict:
         c.vq_loss.update(dict(lpips_weights=args.lpips, perceptual_weight=1.0))
     b, s = args.vqgan_batch, int(c.data.image_size)
     out = {
-        "config": "vqgan_shapes" + (":tiny" if args.quick else ""),
+        "config": "vqgan_shapes:" + ("tiny" if args.quick else "gan"),
         "batch": b,
         "image_size": s,
         "disc_start": 0,
