@@ -7,7 +7,8 @@
 An encoder-decoder transformer: a caption encoder, and a decoder over the 64 image tokens
 that cross-attends to it. The caption is dropped (replaced by the empty one) for 10% of the
 examples, so sampling can use classifier-free guidance on the logits
-(`--config.prior.guidance_scale=3`; 1 = none). Reports eval/caption_match as `dalle_shapes`.
+(`--config.prior.guidance_scale=1.5`; 1 = none; the README's sweep measured caption match
+0.97 at 1, 0.99 at 1.5, 0.87 at 3). Reports eval/caption_match as `dalle_shapes`.
 `:tiny` runs in seconds.
 """
 
