@@ -1,5 +1,7 @@
 """The tokenizers' modules and losses: shapes, VQGAN's adaptive weight, config errors."""
 
+from typing import Any, NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +15,10 @@ from zoo.autoregressive.tokenizer_objective import (
     adaptive_weight,
     tokenizer_from_config,
 )
+from zoo.engine.objective import Context
+from zoo.engine.state import split_modules
+from zoo.engine.step import Models
+from zoo.nn.adversarial import discriminator_loss
 from zoo.nn.blocks import conv
 
 
@@ -96,33 +102,48 @@ def test_tokenizer_config_errors():
         registry.build_objective(config)
 
 
-def test_discriminator_sees_real_and_fake_in_one_batchnorm_batch():
-    # Two calls normalise real and fake by their own BatchNorm statistics, which removes their
-    # mean difference: a 2-layer PatchGAN on 16x16 shapes then never left d_loss = 2.
-    from zoo.engine.objective import Context
-    from zoo.engine.state import split_modules
-    from zoo.engine.step import Models
-    from zoo.nn.adversarial import discriminator_loss
+class TinyVQGAN(NamedTuple):
+    """The tiny VQGAN objective split as the engine splits it, a batch and a Context."""
 
+    players: dict
+    graphs: Any
+    params: dict
+    rest: dict
+    batch: dict
+    ctx: Context
+
+    def models(self) -> Models:
+        return Models(self.graphs, self.params, self.rest)
+
+    def fakes(self) -> jax.Array:
+        tok = self.models()("tokenizer", train=False)
+        return tok.decode_indices(tok.encode_indices(self.batch["image"]))
+
+
+def tiny_vqgan(disc_start: int, step: int) -> TinyVQGAN:
     config = vqgan_shapes.get_config("tiny")
-    config.vq_loss.disc_start = 0
+    config.vq_loss.disc_start = disc_start
     objective = registry.build_objective(config)
     graphs, params, rest = split_modules(objective.modules)
     x = jax.random.uniform(jax.random.key(0), (4, 16, 16, 3), minval=-1, maxval=1)
     ids = jnp.arange(4, dtype=jnp.int32)
-    ctx = Context(rng=jax.random.key(1), step=jnp.int32(1), substep=jnp.int32(0), example_ids=ids)
-    (player,) = [p for p in objective.players if p.name == "discriminator"]
-    value, _ = player.loss(Models(graphs, params, rest), {"image": x, "example_id": ids}, ctx)
+    ctx = Context(
+        rng=jax.random.key(1), step=jnp.int32(step), substep=jnp.int32(0), example_ids=ids
+    )
+    players = {p.name: p for p in objective.players}
+    return TinyVQGAN(players, graphs, params, rest, {"image": x, "example_id": ids}, ctx)
 
-    def models():
-        return Models(graphs, params, rest)
 
-    tok = models()("tokenizer", train=False)
-    fake = tok.decode_indices(tok.encode_indices(x))
-    real_logits, fake_logits = jnp.split(models()("discriminator")(jnp.concatenate([x, fake])), 2)
+def test_discriminator_sees_real_and_fake_in_one_batchnorm_batch():
+    # Two calls normalise real and fake by their own BatchNorm statistics, which removes their
+    # mean difference: a 2-layer PatchGAN on 16x16 shapes then never left d_loss = 2.
+    t = tiny_vqgan(disc_start=0, step=1)
+    value, _ = t.players["discriminator"].loss(t.models(), t.batch, t.ctx)
+    x, fake = t.batch["image"], t.fakes()
+    real_logits, fake_logits = jnp.split(t.models()("discriminator")(jnp.concatenate([x, fake])), 2)
     np.testing.assert_allclose(value, discriminator_loss(real_logits, fake_logits, "hinge"), 1e-5)
     separate = discriminator_loss(
-        models()("discriminator")(x), models()("discriminator")(fake), "hinge"
+        t.models()("discriminator")(x), t.models()("discriminator")(fake), "hinge"
     )
     assert abs(float(separate) - float(value)) > 1e-4
 
@@ -131,28 +152,15 @@ def test_discriminator_sees_real_and_fake_in_one_batchnorm_batch():
 def test_discriminator_pass_runs_only_from_disc_start(step, runs):
     # Before disc_start the discriminator's loss is 0 and its pass is skipped: its BatchNorm
     # statistics stay where they were (the old code ran it and moved them from step 0).
-    from zoo.engine.objective import Context
-    from zoo.engine.state import split_modules
-    from zoo.engine.step import Models
-
-    config = vqgan_shapes.get_config("tiny")
-    config.vq_loss.disc_start = 3
-    objective = registry.build_objective(config)
-    graphs, params, rest = split_modules(objective.modules)
-    x = jax.random.uniform(jax.random.key(0), (4, 16, 16, 3), minval=-1, maxval=1)
-    ids = jnp.arange(4, dtype=jnp.int32)
-    ctx = Context(
-        rng=jax.random.key(1), step=jnp.int32(step), substep=jnp.int32(0), example_ids=ids
-    )
-    (player,) = [p for p in objective.players if p.name == "discriminator"]
+    t = tiny_vqgan(disc_start=3, step=step)
 
     def run():  # under jit, as in the engine: the branch is chosen by a traced step
-        models = Models(graphs, params, rest)
-        value, aux = player.loss(models, {"image": x, "example_id": ids}, ctx)
+        models = t.models()
+        value, aux = t.players["discriminator"].loss(models, t.batch, t.ctx)
         return value, aux, models.updated_rest()["discriminator"]
 
     value, aux, updated = jax.jit(run)()
-    before, after = jax.tree.leaves(rest["discriminator"]), jax.tree.leaves(updated)
+    before, after = jax.tree.leaves(t.rest["discriminator"]), jax.tree.leaves(updated)
     moved = any(not np.allclose(a, b) for a, b in zip(before, after, strict=True))
     assert moved == runs
     assert (float(value) > 0) == runs and float(aux["d_loss"]) == float(value)
@@ -162,21 +170,8 @@ def test_tokenizer_is_trained_against_the_discriminator_logits_it_trains():
     # The generator pass must see the fakes as the discriminator's pass does (beside the real
     # batch in one BatchNorm batch); alone, the fakes were normalised by their own statistics:
     # the old code's g_loss was -2.1 (fakes "real") while d_loss was 0 (fakes caught).
-    from zoo.engine.objective import Context
-    from zoo.engine.state import split_modules
-    from zoo.engine.step import Models
-
-    config = vqgan_shapes.get_config("tiny")
-    config.vq_loss.disc_start = 0
-    objective = registry.build_objective(config)
-    graphs, params, rest = split_modules(objective.modules)
-    x = jax.random.uniform(jax.random.key(0), (4, 16, 16, 3), minval=-1, maxval=1)
-    ids = jnp.arange(4, dtype=jnp.int32)
-    ctx = Context(rng=jax.random.key(1), step=jnp.int32(1), substep=jnp.int32(0), example_ids=ids)
-    players = {p.name: p for p in objective.players}
-    batch = {"image": x, "example_id": ids}
-    _, aux = players["tokenizer"].loss(Models(graphs, params, rest), batch, ctx)
-    tok = Models(graphs, params, rest)("tokenizer", train=False)
-    fake = tok.decode_indices(tok.encode_indices(x))
-    logits = Models(graphs, params, rest)("discriminator")(jnp.concatenate([x, fake]))
+    t = tiny_vqgan(disc_start=0, step=1)
+    _, aux = t.players["tokenizer"].loss(t.models(), t.batch, t.ctx)
+    both = jnp.concatenate([t.batch["image"], t.fakes()])
+    logits = t.models()("discriminator")(both)
     np.testing.assert_allclose(aux["g_loss"], -jnp.mean(jnp.split(logits, 2)[1]), rtol=1e-4)
