@@ -81,7 +81,7 @@ class LayerCache(NamedTuple):
 
 
 class DecoderCache(NamedTuple):
-    """The KV cache of a :class:`TokenDecoder`: one :class:`LayerCache` per block.
+    """A :class:`zoo.nn.transformer.TokenDecoder`'s KV cache: one :class:`LayerCache` per block.
 
     context_mask: ``[B, M]`` bool (True = a real context token); None before ``prefill`` or
     without cross-attention.
