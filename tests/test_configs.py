@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import tensorflow_datasets as tfds
 
-from configs import ddpm_cifar10
+from configs import ddpm_cifar10, vqgan_shapes
 from zoo import registry
 from zoo.config_files import config_files, read_config_file
-from zoo.engine.config import config_changes
+from zoo.engine.config import config_changes, set_fields
 from zoo.main import run
 
 # Their default variants are the papers' models (tens of millions of parameters): the tests
@@ -152,3 +152,12 @@ def test_ddpm_cifar10_tiny_trains_on_tfds_mock_data(tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert any("eval/bpd" in x for x in lines)
     assert (tmp_path / "samples" / f"step_{c.train.steps:07d}.png").exists()
+
+
+def test_set_fields_sets_nested_literals_and_names_unknown_fields():
+    config = vqgan_shapes.get_config("tiny")
+    set_fields(config, ["optim.name='sgd'", "vq_loss.disc_start=7", "seed=3"])
+    assert (config.optim.name, config.vq_loss.disc_start, config.seed) == ("sgd", 7, 3)
+    for bad in ("optim.nme='sgd'", "nosection.lr=1", "seed.x=1"):
+        with pytest.raises(ValueError, match=f"the config has no field '{bad.split('=')[0]}'"):
+            set_fields(config, [bad])

@@ -13,7 +13,6 @@ sampling setting of the saved config first (guidance scale, temperature, top-k).
 """
 
 import argparse
-import ast
 import json
 import os
 
@@ -24,6 +23,7 @@ import numpy as np
 from zoo import data, registry
 from zoo.diffusion.likelihood import prior_bpd, vlb_terms
 from zoo.diffusion.objective import schedule_from_config
+from zoo.engine.config import set_fields
 from zoo.engine.loop import Trainer
 from zoo.engine.step import Models
 from zoo.evals.sample_metrics import sample_metrics
@@ -70,13 +70,10 @@ def main():
     args = p.parse_args()
     with open(os.path.join(args.workdir, "config.json")) as f:
         config = ml_collections.ConfigDict(json.load(f))
-    for item in args.set:
-        field, _, value = item.partition("=")
-        section, _, key = field.rpartition(".")
-        node = config[section] if section else config
-        if key not in node:
-            raise SystemExit(f"--set {item}: the run's config has no field {field!r}")
-        node[key] = ast.literal_eval(value)
+    try:
+        set_fields(config, args.set)
+    except ValueError as err:
+        raise SystemExit(f"--set {err}") from None
     ddpm = config.model == "ddpm"
     if ddpm:
         config.diffusion.sampler = args.sampler

@@ -11,7 +11,8 @@ them (the hard codes a prior sees). Prints JSON:
 PSNR (dB, images in [0, 1], the mean of per-image PSNRs), L1, LPIPS with ``--lpips``, and
 the codebook usage and perplexity of the codes over the whole split (the training logs and
 ``eval/usage`` count codes per batch). On ``shapes`` it also reports the caption match of the
-reconstructions as judged by the reference classifier: the ceiling of a prior over these codes.
+split's reconstructions as judged by the reference classifier: the ceiling of a prior over
+these codes.
 """
 
 import argparse
@@ -32,18 +33,16 @@ from zoo.evals.image_metrics import psnr
 from zoo.nn.quantizer import codebook_stats
 
 
-def reconstruction_caption_match(config, workdir, reconstruct, variables) -> dict:
-    """Caption match of the held-out images' reconstructions (and of the images themselves)."""
+def reconstruction_caption_match(config, workdir, images, batches) -> dict:
+    """Caption match of the held-out reconstructions ``images`` (``batches``: their sources)."""
     from zoo.evals.shapes_classifier import ShapesClassifier, caption_match
 
     classifier = ShapesClassifier.train(
         image_size=int(config.data.image_size),
         cache_path=os.path.join(workdir, "shapes_classifier.npz"),
     )
-    batch = next(data.make_eval_source(config.data).batches(1000))
-    _, image = reconstruct(variables, jnp.asarray(batch["image"], jnp.float32))
-    attributes = batch["shape"], batch["color"], batch["position"]
-    return caption_match(np.asarray(image), *attributes, classifier)
+    attributes = [np.concatenate([b[k] for b in batches]) for k in ("shape", "color", "position")]
+    return caption_match(np.concatenate(images), *attributes, classifier)
 
 
 def main():
@@ -73,22 +72,25 @@ def main():
         codes = tok.encode_indices(x)
         return codes, jnp.clip(tok.decode_indices(codes), -1.0, 1.0)
 
-    scores, codes = {"psnr": [], "l1": [], "lpips": []}, []
+    shapes = config.data.name == "shapes"
+    scores, codes, images, batches = {"psnr": [], "l1": [], "lpips": []}, [], [], []
     for batch in data.make_eval_source(config.data).batches(args.batch_size):
         x = jnp.asarray(batch["image"], jnp.float32)
         c, image = reconstruct(variables, x)
         codes.append(np.asarray(c).ravel())
+        if shapes:  # kept for the caption match below
+            images.append(np.asarray(image))
+            batches.append(batch)
         scores["psnr"] += list(np.asarray(psnr((x + 1) / 2, (image + 1) / 2, axis=(1, 2, 3))))
         scores["l1"] += list(np.asarray(jnp.mean(jnp.abs(x - image), axis=(1, 2, 3))))
         if lpips is not None:
             scores["lpips"] += list(np.asarray(lpips(x, image)))
-    if config.data.name == "shapes":
-        out_match = reconstruction_caption_match(config, args.workdir, reconstruct, variables)
     stats = codebook_stats(jnp.asarray(np.concatenate(codes)), int(config.vq.num_codes))
     out = {k: float(np.mean(v)) for k, v in scores.items() if v}
     out.update({k: float(v) for k, v in stats.items()})
-    if config.data.name == "shapes":
-        out.update({f"reconstruction_{k}": v for k, v in out_match.items()})
+    if shapes:
+        match = reconstruction_caption_match(config, args.workdir, images, batches)
+        out.update({f"reconstruction_{k}": v for k, v in match.items()})
     out.update(
         step=record["step"],
         weights=record["source"],

@@ -2,7 +2,7 @@
 
     python tests/engine/run_tiny.py WORKDIR [--config ddpm_digits|dcgan_digits] [--devices N]
         [--parallel jit|pmap] [--steps S] [--microbatches A] [--dropout P] [--batch_size B]
-        [--optimizer adam|adamw|sgd] [--set FIELD=VALUE ...]
+        [--set FIELD=VALUE ...]
 
 Used by the tests that need their own process: fake device counts (XLA_FLAGS
 is read once per process), SIGKILL/SIGTERM and resume.
@@ -25,7 +25,6 @@ def main():
     p.add_argument("--config", default="ddpm_digits")
     p.add_argument("--dropout", type=float, default=0.0, help="the DDPM U-Net's dropout")
     p.add_argument("--batch_size", type=int, default=16)
-    p.add_argument("--optimizer", default="", help="optim.name (and optim_d's) if given")
     p.add_argument("--set", action="append", default=[], help="FIELD=VALUE config overrides")
     args = p.parse_args()
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
@@ -34,6 +33,7 @@ def main():
     import numpy as np
 
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+    from zoo.engine.config import set_fields
     from zoo.main import run
 
     c = __import__(f"configs.{args.config}", fromlist=["get_config"]).get_config("tiny")
@@ -50,18 +50,8 @@ def main():
         )
     )
     c.optim.microbatches = args.microbatches
-    if args.optimizer:
-        c.optim.name = args.optimizer
-        if "optim_d" in c:
-            c.optim_d.name = args.optimizer
     c.parallel = args.parallel
-    for item in args.set:
-        field, value = item.split("=", 1)
-        *path, last = field.split(".")
-        node = c
-        for name in path:
-            node = node[name]
-        node[last] = __import__("ast").literal_eval(value)
+    set_fields(c, args.set)  # e.g. optim.name='sgd' (optim_d inherits optim's fields)
     c.eval.num_samples = 0
     state = run(c, args.workdir)
     if args.parallel == "pmap":

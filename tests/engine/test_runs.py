@@ -52,7 +52,7 @@ def assert_same_run(reference_dir, reference, other_dir, other):
         # (a ratio of gradient norms: per-device norms under pmap gave param sums 400.2227 vs
         # 400.1460 under jit). SGD, because Adam turns the float noise of gradients that are
         # zero in exact arithmetic (biases ahead of GroupNorm) into whole +-lr steps.
-        ("vqgan_shapes", ("--optimizer", "sgd")),
+        ("vqgan_shapes", ("--set", "optim.name='sgd'")),
     ],
 )
 def test_one_device_eight_devices_and_pmap_agree_with_microbatches(tmp_path, config, args):

@@ -7,10 +7,13 @@
   objective checks its own sections (``unet``, ``gan``, ``nerf``, ...).
 - :func:`config_changes`: what differs between a run's saved config and the
   current one, for a resumed run to print.
+- :func:`set_fields`: ``field=value`` overrides of an existing config, for the
+  scripts that re-open a run's config.json (``experiments/evals``) and the tests.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import numbers
 from typing import Any
@@ -156,6 +159,23 @@ BOOKKEEPING = tuple(f"train.{k}" for k in EVERY) + (
     "train.num_samples",
     "eval.",
 )
+
+
+def set_fields(config, items: list[str]) -> None:
+    """Set ``config``'s fields in place from ``"section.key=value"`` strings.
+
+    The value is a Python literal (``ast.literal_eval``: ``3``, ``'sgd'``, ``(1, 2)``).
+    Raises ValueError naming an item whose field the config does not have.
+    """
+    for item in items:
+        field, _, value = item.partition("=")
+        section, _, key = field.rpartition(".")
+        node = config
+        for name in section.split(".") if section else ():
+            node = node.get(name, None) if hasattr(node, "get") else None
+        if node is None or not hasattr(node, "keys") or key not in node:
+            raise ValueError(f"{item}: the config has no field {field!r}")
+        node[key] = ast.literal_eval(value)
 
 
 def config_changes(saved: dict, current: dict) -> list[str]:
