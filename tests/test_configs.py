@@ -10,7 +10,7 @@ import tensorflow_datasets as tfds
 from configs import ddpm_cifar10, vqgan_shapes
 from zoo import registry
 from zoo.config_files import config_files, read_config_file
-from zoo.engine.config import config_changes, set_fields
+from zoo.engine.config import config_changes, load_run_config, set_fields
 from zoo.main import run
 
 # Their default variants are the papers' models (tens of millions of parameters): the tests
@@ -161,3 +161,20 @@ def test_set_fields_sets_nested_literals_and_names_unknown_fields():
     for bad in ("optim.nme='sgd'", "nosection.lr=1", "seed.x=1"):
         with pytest.raises(ValueError, match=f"the config has no field '{bad.split('=')[0]}'"):
             set_fields(config, [bad])
+
+
+def test_load_run_config_reads_a_run_and_says_what_is_wrong_otherwise(tmp_path):
+    config = vqgan_shapes.get_config("tiny")
+    (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
+    assert load_run_config(str(tmp_path)).to_dict() == json.loads(json.dumps(config.to_dict()))
+    with pytest.raises(FileNotFoundError, match="not a run directory .no such directory"):
+        load_run_config(str(tmp_path / "elsewhere"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="not a run directory .no config.json in it"):
+        load_run_config(str(tmp_path / "empty"))
+    (tmp_path / "config.json").write_bytes(b"\x00\xff{")
+    with pytest.raises(ValueError, match="config.json is not readable JSON"):
+        load_run_config(str(tmp_path))
+    (tmp_path / "config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="holds a list, not a config"):
+        load_run_config(str(tmp_path))

@@ -14,16 +14,14 @@ sampling setting of the saved config first (guidance scale, temperature, top-k).
 
 import argparse
 import json
-import os
 
 import jax
-import ml_collections
 import numpy as np
 
 from zoo import data, registry
 from zoo.diffusion.likelihood import prior_bpd, vlb_terms
 from zoo.diffusion.objective import schedule_from_config
-from zoo.engine.config import set_fields
+from zoo.engine.config import load_run_config, set_fields
 from zoo.engine.loop import Trainer
 from zoo.engine.step import Models
 from zoo.evals.sample_metrics import sample_metrics
@@ -68,8 +66,10 @@ def main():
     p.add_argument("--exact_bpd", type=int, default=0, help="held-out examples; 0: skip")
     p.add_argument("--set", action="append", default=[], help="field=value, e.g. prior.top_k=8")
     args = p.parse_args()
-    with open(os.path.join(args.workdir, "config.json")) as f:
-        config = ml_collections.ConfigDict(json.load(f))
+    try:
+        config = load_run_config(args.workdir)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(str(err)) from None
     try:
         set_fields(config, args.set)
     except ValueError as err:

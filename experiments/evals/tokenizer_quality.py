@@ -21,11 +21,11 @@ import os
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from zoo import data
 from zoo.autoregressive.tokenizer_objective import tokenizer_from_config
+from zoo.engine.config import load_run_config
 from zoo.engine.stages import StageSpec, load_role
 from zoo.engine.state import split_modules
 from zoo.engine.step import Models
@@ -53,8 +53,10 @@ def main():
     p.add_argument("--step", type=int, default=0, help="checkpoint step (0: the newest)")
     p.add_argument("--no-ema", dest="ema", action="store_false", help="raw, not EMA, weights")
     args = p.parse_args()
-    with open(os.path.join(args.workdir, "config.json")) as f:
-        config = ml_collections.ConfigDict(json.load(f))
+    try:
+        config = load_run_config(args.workdir)
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(str(err)) from None
     graphs, params, rest = split_modules({"tokenizer": tokenizer_from_config(config)})
     spec = StageSpec("stages", "tokenizer", args.workdir, "tokenizer", args.ema, args.step or None)
     sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])

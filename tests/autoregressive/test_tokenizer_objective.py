@@ -86,6 +86,28 @@ def test_vq_tokenizer_training_pass_matches_its_codes():
     assert float(jnp.abs(grads["encoder"]["conv_in"]["kernel"][...]).sum()) > 0
 
 
+def test_dvae_hard_pass_decodes_single_codes_and_trains_the_encoder():
+    config = dvae_shapes.get_config("tiny")
+    tok = tokenizer_from_config(config)
+    x = jax.random.uniform(jax.random.key(0), (2, 16, 16, 3), minval=-1, maxval=1)
+    key = jax.random.key(1)
+    hard = tok.reconstruct(x, key=key, tau=0.5, hard=True)
+    soft = tok.reconstruct(x, key=key, tau=0.5)
+    # The hard pass decodes the one-hot of the Gumbel sample: some code's image, exactly.
+    logits = tok.logits(x)
+    sample = jnp.argmax(logits + jax.random.gumbel(key, logits.shape), axis=-1)
+    np.testing.assert_allclose(hard.image, tok.decode_indices(sample), atol=1e-5)
+    assert float(jnp.max(jnp.abs(soft.image - hard.image))) > 1e-3  # the soft one mixes codes
+    graph, params, rest = nnx.split(tok, nnx.Param, ...)
+
+    def loss(p):
+        m = nnx.merge(graph, p, rest, copy=True)
+        return jnp.mean(m.reconstruct(x, key=key, tau=0.5, hard=True).image ** 2)
+
+    grads = jax.grad(loss)(params)  # straight-through: the soft sample's gradient
+    assert float(jnp.abs(grads["encoder"]["conv_in"]["kernel"][...]).sum()) > 0
+
+
 def test_tokenizer_config_errors():
     config = vqgan_shapes.get_config("tiny")
     config.vq_loss.perceptual_weight = 1.0

@@ -34,3 +34,6 @@ def test_tokenizer_quality_reads_the_newest_or_a_given_checkpoint(tmp_path):
         assert 5 < out["psnr"] < 60 and 0 < out["usage"] <= 1 <= out["perplexity"]
     proc = quality(workdir, "--step", 3)
     assert proc.returncode != 0 and "no such checkpoint; it has [2, 4]" in proc.stderr
+    proc = quality(tmp_path / "elsewhere")  # one line, no traceback
+    assert proc.returncode != 0 and "is not a run directory" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -56,7 +56,7 @@ def test_workdir_without_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         render.restore_field(str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(FileNotFoundError, match="not a run directory"):
         render.restore_field(str(tmp_path / "elsewhere"))
     out = _run("zoo.nerf.render", f"--workdir={tmp_path}")
     assert out.returncode != 0 and "error: no checkpoint" in out.stderr

@@ -75,7 +75,7 @@ def tokenizer_config(model: str) -> ml_collections.ConfigDict:
         # DALL-E: tau 1 -> 1/16 and KL weight 0 -> 6.6 (Ramesh et al. 2021, appendix A.2).
         c.dvae = ml_collections.ConfigDict(
             dict(tau_start=1.0, tau_end=1.0 / 16, tau_anneal_steps=150_000, kl_weight=6.6,
-                 kl_ramp_steps=5000)
+                 kl_ramp_steps=5000, hard=False)  # hard: straight-through one-hot samples
         )  # fmt: skip
     c.train.update(dict(steps=500_000, sample_every=10_000, eval_every=10_000))
     c.train.num_samples = 16

@@ -7,7 +7,7 @@ Config fields read (``config.model`` in ``"vqvae" | "vqgan" | "dvae"``; defaults
     ema_decay, restart_threshold
   vq_loss: reconstruction ("l1" | "l2"), perceptual_weight, lpips_weights, disc_weight,
     disc_start, disc_loss, adaptive_weight, disc_channels, disc_layers, disc_norm
-  dvae (dvae only): tau_start, tau_end, tau_anneal_steps, kl_weight, kl_ramp_steps
+  dvae (dvae only): tau_start, tau_end, tau_anneal_steps, kl_weight, kl_ramp_steps, hard
   optim, optim_d (the discriminator's changes to optim), train.steps
 
 Players: ``tokenizer`` (reconstruction + codebook terms + the weighted adversarial term),
@@ -189,7 +189,9 @@ def build_objective(config) -> Objective:
             tau = temperature(
                 ctx.step, start=d.tau_start, end=d.tau_end, anneal_steps=d.tau_anneal_steps
             )
-            rec = tok.reconstruct(x, key=example_keys(ctx, "gumbel"), tau=tau)
+            rec = tok.reconstruct(
+                x, key=example_keys(ctx, "gumbel"), tau=tau, hard=bool(d.get("hard", False))
+            )
             beta = kl_weight(ctx.step, final=d.kl_weight, ramp_steps=d.kl_ramp_steps)
             # The ELB per pixel dimension: KL summed over tokens / dims (eq. 3.1).
             tokens_per_dim = rec.indices[0].size / x[0].size

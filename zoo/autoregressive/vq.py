@@ -299,18 +299,20 @@ class DiscreteVAE(nnx.Module):
         """``[B, h, w, K]`` code weights (one-hot or relaxed) -> ``[B, h, w, D]``."""
         return soft_codes @ self.codebook.embedding[...]
 
-    def reconstruct(self, x: jax.Array, *, key: jax.Array, tau=1.0):
+    def reconstruct(self, x: jax.Array, *, key: jax.Array, tau=1.0, hard: bool = False):
         """A training pass with the relaxation at temperature ``tau``: :class:`Reconstruction`.
 
         ``key``: one PRNG key, or ``[B]`` keys (one per example, so the draws do not depend
-        on how the batch is split). ``loss`` is the KL of the encoder's distribution to the
+        on how the batch is split). ``hard``: decode the one-hot of the Gumbel sample with the
+        soft sample's gradient (straight-through), so the decoder trains on single codes as
+        it later decodes them. ``loss`` is the KL of the encoder's distribution to the
         uniform prior in nats per token (the ELB's KL term of eq. 3.1 over the tokens).
         """
         logits = self.logits(x)
         if jnp.ndim(key) == 1:
-            soft = jax.vmap(lambda lg, k: gumbel_softmax(lg, k, tau))(logits, key)
+            soft = jax.vmap(lambda lg, k: gumbel_softmax(lg, k, tau, hard))(logits, key)
         else:
-            soft = gumbel_softmax(logits, key, tau)
+            soft = gumbel_softmax(logits, key, tau, hard)
         features = self.decoder.features(self.decoder_input(soft))
         image = self.decoder.conv_out(features)
         indices = jnp.argmax(logits, axis=-1).astype(jnp.int32)

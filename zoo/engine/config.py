@@ -9,6 +9,8 @@
   current one, for a resumed run to print.
 - :func:`set_fields`: ``field=value`` overrides of an existing config, for the
   scripts that re-open a run's config.json (``experiments/evals``) and the tests.
+- :func:`load_run_config`: a run directory's saved config.json, with an error that
+  says what is wrong when the directory holds no run.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import ast
 import json
 import numbers
+import os
 from typing import Any
 
 REQUIRED = {
@@ -176,6 +179,31 @@ def set_fields(config, items: list[str]) -> None:
         if node is None or not hasattr(node, "keys") or key not in node:
             raise ValueError(f"{item}: the config has no field {field!r}")
         node[key] = ast.literal_eval(value)
+
+
+def load_run_config(workdir: str):
+    """The ``ml_collections.ConfigDict`` a run saved in ``<workdir>/config.json``.
+
+    FileNotFoundError when there is none (not a run directory, or a run that never
+    started), ValueError when it is not a JSON object; both name the path.
+    """
+    import ml_collections
+
+    path = os.path.join(workdir, "config.json")
+    if not os.path.isfile(path):
+        what = "no such directory" if not os.path.isdir(workdir) else "no config.json in it"
+        raise FileNotFoundError(
+            f"{workdir!r} is not a run directory ({what}): pass the --workdir of a "
+            "python -m zoo.main run"
+        )
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not readable JSON ({err})") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"{path} holds a {type(saved).__name__}, not a config")
+    return ml_collections.ConfigDict(saved)
 
 
 def config_changes(saved: dict, current: dict) -> list[str]:

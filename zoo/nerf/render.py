@@ -30,19 +30,17 @@ from tqdm.auto import tqdm
 def restore_field(workdir: str):
     """``(config, module, step)``: the run's config, its trained NeRF module, the checkpoint step.
 
-    Raises FileNotFoundError when the workdir has no config.json or no checkpoint.
+    Raises FileNotFoundError when the workdir has no config.json or no checkpoint, ValueError
+    when its config.json is not JSON or not a NeRF run's.
     """
     from zoo import registry
     from zoo.engine.checkpoint import Checkpointer
+    from zoo.engine.config import load_run_config
     from zoo.engine.parallel import Runner
     from zoo.engine.state import init_state, split_modules
     from zoo.nerf.objective import ROLE
 
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: is {workdir!r} a zoo.main run directory?")
-    with open(path) as f:
-        config = ml_collections.ConfigDict(json.load(f))
+    config = load_run_config(workdir)
     if config.model != "nerf":
         raise ValueError(f"{workdir} holds a {config.model!r} run, not a nerf one")
     objective = registry.build_objective(config)
@@ -160,7 +158,7 @@ def main(argv):
         result = render_workdir(
             f.workdir, split=f.split, views=f.views, frames=f.frames, chunk=f.chunk, out=f.out
         )
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:
         raise SystemExit(f"error: {err}") from None
     means = ", ".join(f"{k} {v:.4g}" for k, v in result.items() if k.startswith("mean_"))
     print(f"step {result['step']}, {len(result['views'])} {result['split']} views: {means}")
