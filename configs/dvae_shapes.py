@@ -6,10 +6,10 @@
 evidence lower bound (eq. 3.1) with the Gumbel-softmax relaxation: temperature annealed from
 1 towards 1/16 and the KL weight to the uniform prior ramped up, as in Ramesh et al. (2021)
 on a shorter clock. Tokenizing takes the argmax; held-out PSNR is measured through those
-hard codes. The final KL weight is 0.1: with 1.0 the posterior stayed spread over several
-codes, so the argmax codes a prior sees decoded worse than the training samples (measured on
-the 2-core VM, README: PSNR 28.1 dB, reconstruction caption match 0.36; with 0.1: 30.4 dB,
-0.61). `:tiny` runs in seconds.
+hard codes. Reconstruction L1 and a final KL weight of 0.01, measured on the 2-core VM
+(README; PSNR / reconstruction caption match after 4,000 steps): L2 with KL 1.0 28.1 dB /
+0.36, L2 with 0.1 30.4 / 0.61, L2 with 0.01 32.2 / 0.66, L1 with 0.01 34.6 / 0.67. Even the
+last mixes up circles and squares (shape accuracy 0.68). `:tiny` runs in seconds.
 """
 
 from zoo.autoregressive.config import tokenizer_config
@@ -27,7 +27,8 @@ def get_config(arg: str | None = None):
         dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), embed_dim=32,
              num_codes=256)
     )  # fmt: skip
-    c.dvae.update(dict(tau_anneal_steps=3000, kl_weight=0.1, kl_ramp_steps=500))
+    c.dvae.update(dict(tau_anneal_steps=3000, kl_weight=0.01, kl_ramp_steps=500))
+    c.vq_loss.reconstruction = "l1"
     c.optim.update(dict(lr=1e-3, b1=0.9, b2=0.999, warmup_steps=100, grad_clip=1.0))
     c.train.update(
         dict(steps=4000, log_every=100, sample_every=1000, eval_every=1000, checkpoint_every=1000)

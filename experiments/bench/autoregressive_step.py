@@ -8,12 +8,12 @@
 
 - ``vqgan``: the engine's train step (``build_train_step``, jitted, state donated) of
   ``configs/vqgan_shapes.py:gan`` (recorded as ``vq``; the default trains without the
-  discriminator, :gan is the paper's VQGAN) at that config's image
-  size, batch 16, with ``vq_loss.disc_start=0``: both players every step, the tokenizer with
-  the hinge generator term and its adaptive weight (two more gradients through the
+  discriminator, :gan is the paper's VQGAN) at 32x32 (``--vqgan_size``; 0: the config's
+  16x16), batch 16, with ``vq_loss.disc_start=0``: both players every step, the tokenizer
+  with the hinge generator term and its adaptive weight (two more gradients through the
   decoder's last conv), then the PatchGAN discriminator (which encodes and decodes the
-  batch again). ``--vqgan_size`` overrides the size; the attention resolutions stay, so
-  another size can drop or move the attention. ``--lpips`` sets ``vq_loss.lpips_weights``
+  batch again). Attention stays at the lowest resolution, as in taming: 16x16 codes at
+  32x32 (f = 2). ``--lpips`` sets ``vq_loss.lpips_weights``
   and ``perceptual_weight=1`` (the frozen role ``lpips``, passed as the step's ``frozen``
   argument). images/s = batch / median step.
 - ``gpt``, ``transformer_digits`` (``--parts prior``): the engine's train step of the real
@@ -147,7 +147,9 @@ def time_call(
 def bench_vqgan(args) -> dict:
     c = vqgan_shapes.get_config("tiny" if args.quick else "gan")
     c.data.batch_size = args.vqgan_batch
-    c.data.image_size = args.vqgan_size or c.data.image_size
+    if args.vqgan_size:
+        c.data.image_size = args.vqgan_size
+        c.vq.attn_resolutions = (args.vqgan_size // 2 ** (len(c.vq.ch_mult) - 1),)
     c.vq_loss.disc_start = 0  # the adversarial term and its adaptive weight from step 0
     if args.lpips:
         c.vq_loss.update(dict(lpips_weights=args.lpips, perceptual_weight=1.0))
@@ -288,7 +290,7 @@ def bench_sampling(name: str, graphs, state, config, args) -> dict:
 
 
 # --quick's defaults (flags given on the command line still win).
-QUICK = dict(vqgan_batch=8, dim=32, depth=1, heads=2, grid=4, codes=16,
+QUICK = dict(vqgan_batch=8, vqgan_size=0, dim=32, depth=1, heads=2, grid=4, codes=16,
              prior_batch=4, sample_batch=4, repeats=2, warmup=0)  # fmt: skip
 
 
@@ -310,7 +312,7 @@ def main():
     )
     p.add_argument("--warmup", type=int, default=1, help="untimed runs after compiling")
     p.add_argument("--vqgan_batch", type=int, default=16)
-    p.add_argument("--vqgan_size", type=int, default=0, help="0: the config's image size")
+    p.add_argument("--vqgan_size", type=int, default=32, help="0: the config's (16)")
     p.add_argument("--lpips", default="", help="LPIPS .npz: adds the perceptual term")
     p.add_argument("--dim", type=int, default=256, help="the gpt prior's width")
     p.add_argument("--depth", type=int, default=8)

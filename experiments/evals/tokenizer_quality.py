@@ -11,8 +11,8 @@ them (the hard codes a prior sees). Prints JSON:
 PSNR (dB, images in [0, 1], the mean of per-image PSNRs), L1, LPIPS with ``--lpips``, and
 the codebook usage and perplexity of the codes over the whole split (the training logs and
 ``eval/usage`` count codes per batch). On ``shapes`` it also reports the caption match of the
-split's reconstructions as judged by the reference classifier: the ceiling of a prior over
-these codes.
+split's reconstructions as judged by the reference classifier (the ceiling of a prior over
+these codes) and which shapes the classifier reads off them (``shape_confusion``).
 """
 
 import argparse
@@ -35,14 +35,20 @@ from zoo.nn.quantizer import codebook_stats
 
 def reconstruction_caption_match(config, workdir, images, batches) -> dict:
     """Caption match of the held-out reconstructions ``images`` (``batches``: their sources)."""
-    from zoo.evals.shapes_classifier import ShapesClassifier, caption_match
+    from zoo.data.shapes import SHAPES
+    from zoo.evals.shapes_classifier import ShapesClassifier, caption_match, confusion
 
     classifier = ShapesClassifier.train(
         image_size=int(config.data.image_size),
         cache_path=os.path.join(workdir, "shapes_classifier.npz"),
     )
     attributes = [np.concatenate([b[k] for b in batches]) for k in ("shape", "color", "position")]
-    return caption_match(np.concatenate(images), *attributes, classifier)
+    images = np.concatenate(images)
+    out = caption_match(images, *attributes, classifier)
+    # Which shapes turn into which: {true shape: {shape read off the reconstruction: count}}.
+    read = classifier.predict(images)["shape"]
+    out["shape_confusion"] = confusion(attributes[0], read, SHAPES)
+    return out
 
 
 def main():

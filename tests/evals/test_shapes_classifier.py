@@ -123,3 +123,14 @@ def test_bad_input_is_an_error(classifier, held_out):
         sc.ShapesClassifier.train(65)
     with pytest.raises(ValueError, match="steps"):
         sc.ShapesClassifier.train(16, steps=0)
+
+
+def test_confusion_counts_each_wanted_class_by_what_was_read():
+    wanted = np.array([0, 0, 0, 1, 2, 2])
+    read = np.array([0, 1, 1, 1, 2, 0])
+    table = sc.confusion(wanted, read, shapes.SHAPES)
+    assert table == {
+        "circle": {"circle": 1, "square": 2, "triangle": 0},
+        "square": {"circle": 0, "square": 1, "triangle": 0},
+        "triangle": {"circle": 1, "square": 0, "triangle": 1},
+    }

@@ -243,3 +243,16 @@ def caption_match(images, shape, color, position, classifier: ShapesClassifier) 
         "caption_match": float(all_right.mean()),
         **{f"{k}_acc": float(v.mean()) for k, v in right.items()},
     }
+
+
+def confusion(wanted, predicted, names) -> dict[str, dict[str, int]]:
+    """``{wanted name: {predicted name: count}}`` for ``[N]`` int indices into ``names``.
+
+    E.g. ``confusion(batch["shape"], classifier.predict(images)["shape"], shapes.SHAPES)``:
+    which shapes a tokenizer's reconstructions turn into.
+    """
+    wanted, predicted = np.asarray(wanted), np.asarray(predicted)
+    return {
+        name: {other: int(np.sum(predicted[wanted == i] == j)) for j, other in enumerate(names)}
+        for i, name in enumerate(names)
+    }
