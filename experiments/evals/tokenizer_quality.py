@@ -36,18 +36,17 @@ from zoo.nn.quantizer import codebook_stats
 def reconstruction_caption_match(config, workdir, images, batches) -> dict:
     """Caption match of the held-out reconstructions ``images`` (``batches``: their sources)."""
     from zoo.data.shapes import SHAPES
-    from zoo.evals.shapes_classifier import ShapesClassifier, caption_match, confusion
+    from zoo.evals.shapes_classifier import ShapesClassifier, confusion, match_predictions
 
     classifier = ShapesClassifier.train(
         image_size=int(config.data.image_size),
         cache_path=os.path.join(workdir, "shapes_classifier.npz"),
     )
     attributes = [np.concatenate([b[k] for b in batches]) for k in ("shape", "color", "position")]
-    images = np.concatenate(images)
-    out = caption_match(images, *attributes, classifier)
+    predicted = classifier.predict(np.concatenate(images))
+    out = match_predictions(predicted, *attributes)
     # Which shapes turn into which: {true shape: {shape read off the reconstruction: count}}.
-    read = classifier.predict(images)["shape"]
-    out["shape_confusion"] = confusion(attributes[0], read, SHAPES)
+    out["shape_confusion"] = confusion(attributes[0], predicted["shape"], SHAPES)
     return out
 
 

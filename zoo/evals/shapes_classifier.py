@@ -226,7 +226,12 @@ def caption_match(images, shape, color, position, classifier: ShapesClassifier) 
       predicted attributes all equal the caption's (1/162 by chance), and ``shape_acc``,
       ``color_acc``, ``position_acc``, the share right per attribute.
     """
-    predicted = classifier.predict(images)
+    return match_predictions(classifier.predict(images), shape, color, position)
+
+
+def match_predictions(predicted: dict, shape, color, position) -> dict:
+    """:func:`caption_match`'s scores from ``predicted`` (:meth:`ShapesClassifier.predict`'s
+    output for the images), for a caller that also needs the predictions themselves."""
     n = len(predicted["shape"])
     right = {}
     for k, wanted in zip(HEADS, (shape, color, position), strict=True):
