@@ -6,7 +6,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zoo.autoregressive.gumbel import gumbel_softmax, kl_to_uniform, kl_weight, temperature
+from zoo.autoregressive.gumbel import (
+    diversity_gap,
+    gumbel_softmax,
+    kl_to_uniform,
+    kl_weight,
+    temperature,
+)
 
 
 def test_soft_samples_are_distributions_with_the_gumbel_formula():
@@ -93,3 +99,14 @@ def test_kl_to_uniform():
     np.testing.assert_allclose(got, expected, rtol=1e-5)
     # a one-hot-like distribution approaches log K
     np.testing.assert_allclose(kl_to_uniform(jnp.array([100.0, 0, 0, 0])), math.log(4), rtol=1e-5)
+
+
+def test_diversity_gap_is_log_k_minus_the_batch_entropy():
+    np.testing.assert_allclose(diversity_gap(jnp.full((8,), 1 / 8)), 0.0, atol=1e-6)
+    # all mass on one code (zeros elsewhere must not give nan)
+    np.testing.assert_allclose(diversity_gap(jnp.eye(8)[3]), math.log(8), rtol=1e-6)
+    p = np.array([0.5, 0.25, 0.125, 0.125])
+    expected = math.log(4) + (p * np.log(p)).sum()
+    np.testing.assert_allclose(diversity_gap(jnp.asarray(p, jnp.float32)), expected, rtol=1e-5)
+    grad = jax.grad(diversity_gap)(jnp.asarray([0.7, 0.3, 0.0, 0.0]))
+    assert bool(jnp.all(jnp.isfinite(grad)))

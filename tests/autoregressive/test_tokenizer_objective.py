@@ -197,3 +197,24 @@ def test_tokenizer_is_trained_against_the_discriminator_logits_it_trains():
     both = jnp.concatenate([t.batch["image"], t.fakes()])
     logits = t.models()("discriminator")(both)
     np.testing.assert_allclose(aux["g_loss"], -jnp.mean(jnp.split(logits, 2)[1]), rtol=1e-4)
+
+
+def test_dvae_diversity_term_is_weight_times_the_gap_of_the_batch_code_distribution():
+    x = jax.random.uniform(jax.random.key(0), (4, 16, 16, 3), minval=-1, maxval=1)
+    ids = jnp.arange(4, dtype=jnp.int32)
+    ctx = Context(rng=jax.random.key(1), step=jnp.int32(3), substep=jnp.int32(0), example_ids=ids)
+    totals = {}
+    for weight in (0.0, 0.5):
+        config = dvae_shapes.get_config("tiny")
+        config.dvae.diversity_weight = weight
+        objective = registry.build_objective(config)
+        graphs, params, rest = split_modules(objective.modules)
+        models = Models(graphs, params, rest)
+        totals[weight], aux = objective.players[0].loss(models, {"image": x, "example_id": ids}, ctx)
+    # the gap of the softmax averaged over all 4 x 8 x 8 tokens, by hand
+    q = jax.nn.softmax(models("tokenizer", train=False).logits(x), axis=-1).reshape(-1, 16)
+    p = np.asarray(q).mean(0)
+    gap = np.log(16) + (p * np.log(p)).sum()
+    np.testing.assert_allclose(aux["diversity_gap"], gap, rtol=1e-4)
+    assert gap > 1e-3
+    np.testing.assert_allclose(totals[0.5] - totals[0.0], 0.5 * gap, rtol=1e-3)

@@ -75,8 +75,10 @@ def tokenizer_config(model: str) -> ml_collections.ConfigDict:
         # DALL-E: tau 1 -> 1/16 and KL weight 0 -> 6.6 (Ramesh et al. 2021, appendix A.2).
         c.dvae = ml_collections.ConfigDict(
             dict(tau_start=1.0, tau_end=1.0 / 16, tau_anneal_steps=150_000, kl_weight=6.6,
-                 kl_ramp_steps=5000, hard=False)  # hard: straight-through one-hot samples
+                 kl_ramp_steps=5000, hard=False, diversity_weight=0.0)
         )  # fmt: skip
+        # hard: straight-through one-hot samples. diversity_weight: weight of
+        # zoo.autoregressive.gumbel.diversity_gap (not in DALL-E; wav2vec 2.0's usage term).
     c.train.update(dict(steps=500_000, sample_every=10_000, eval_every=10_000))
     c.train.num_samples = 16
     c.eval.update(dict(batch_size=64, num_examples=1024))

@@ -74,3 +74,16 @@ def kl_to_uniform(logits: jax.Array) -> jax.Array:
     """
     log_q = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     return jnp.sum(jnp.exp(log_q) * log_q, axis=-1) + math.log(logits.shape[-1])
+
+
+def diversity_gap(code_probs: jax.Array) -> jax.Array:
+    """``log K - H(p)`` in nats for the batch-averaged code distribution ``p: [K]``: float32.
+
+    0 when the batch's tokens spread evenly over the K codes, ``log K`` when they all put
+    their mass on one. wav2vec 2.0's codebook diversity loss (Baevski et al. 2020) penalises
+    this gap: unlike the per-token KL to the uniform prior, it leaves each token's own
+    distribution free to be confident, and only asks the batch to use many codes.
+    """
+    p = code_probs.astype(jnp.float32)
+    entropy = -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0))
+    return jnp.float32(math.log(p.shape[-1])) - entropy

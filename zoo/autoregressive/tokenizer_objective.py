@@ -7,7 +7,8 @@ Config fields read (``config.model`` in ``"vqvae" | "vqgan" | "dvae"``; defaults
     ema_decay, restart_threshold
   vq_loss: reconstruction ("l1" | "l2"), perceptual_weight, lpips_weights, disc_weight,
     disc_start, disc_loss, adaptive_weight, disc_channels, disc_layers, disc_norm
-  dvae (dvae only): tau_start, tau_end, tau_anneal_steps, kl_weight, kl_ramp_steps, hard
+  dvae (dvae only): tau_start, tau_end, tau_anneal_steps, kl_weight, kl_ramp_steps, hard,
+    diversity_weight
   optim, optim_d (the discriminator's changes to optim), train.steps
 
 Players: ``tokenizer`` (reconstruction + codebook terms + the weighted adversarial term),
@@ -33,7 +34,7 @@ import numpy as np
 from flax import nnx
 
 from zoo.autoregressive.config import TOKENIZERS
-from zoo.autoregressive.gumbel import kl_weight, temperature
+from zoo.autoregressive.gumbel import diversity_gap, kl_weight, temperature
 from zoo.autoregressive.vq import DiscreteVAE, VQTokenizer
 from zoo.engine.objective import Objective, Player, batch_mean
 from zoo.engine.optim import make_optimizer
@@ -196,7 +197,10 @@ def build_objective(config) -> Objective:
             # The ELB per pixel dimension: KL summed over tokens / dims (eq. 3.1).
             tokens_per_dim = rec.indices[0].size / x[0].size
             code_loss = beta * rec.loss * tokens_per_dim
-            aux.update(kl=rec.loss, tau=tau, kl_weight=beta)
+            # The batch's code distribution over all devices' tokens, so pmap computes jit's.
+            gap = diversity_gap(batch_mean(rec.code_probs, ctx))
+            code_loss = code_loss + float(d.get("diversity_weight", 0.0)) * gap
+            aux.update(kl=rec.loss, tau=tau, kl_weight=beta, diversity_gap=gap)
         else:
             rec = tok.reconstruct(x, key=shared_key(ctx, "restart"))
             code_loss = rec.loss

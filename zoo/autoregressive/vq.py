@@ -181,6 +181,8 @@ class Reconstruction(NamedTuple):
     loss: float32 scalar, the tokenizer's own term (VQ: codebook + commitment; dVAE: the
         KL to the uniform prior, unweighted, in nats per token).
     stats: float32 scalar metrics (codebook usage, perplexity).
+    code_probs: dVAE only: ``[K]`` float32, the encoder's code distribution averaged over
+        the batch's tokens (for the diversity term); None for the VQ tokenizers.
     """
 
     features: jax.Array
@@ -188,6 +190,7 @@ class Reconstruction(NamedTuple):
     indices: jax.Array
     loss: jax.Array
     stats: dict
+    code_probs: jax.Array | None = None
 
 
 class VQTokenizer(nnx.Module):
@@ -317,7 +320,9 @@ class DiscreteVAE(nnx.Module):
         image = self.decoder.conv_out(features)
         indices = jnp.argmax(logits, axis=-1).astype(jnp.int32)
         stats = codebook_stats(indices, self.num_codes)
-        return Reconstruction(features, image, indices, jnp.mean(kl_to_uniform(logits)), stats)
+        probs = jnp.mean(jax.nn.softmax(logits, axis=-1).reshape(-1, self.num_codes), axis=0)
+        kl = jnp.mean(kl_to_uniform(logits))
+        return Reconstruction(features, image, indices, kl, stats, probs)
 
     def encode_indices(self, x: jax.Array) -> jax.Array:
         """``x: [B, H, W, C]`` in [-1, 1] -> ``[B, H/f, W/f]`` int32 codes (the argmax)."""
