@@ -210,7 +210,8 @@ def test_dvae_diversity_term_is_weight_times_the_gap_of_the_batch_code_distribut
         objective = registry.build_objective(config)
         graphs, params, rest = split_modules(objective.modules)
         models = Models(graphs, params, rest)
-        totals[weight], aux = objective.players[0].loss(models, {"image": x, "example_id": ids}, ctx)
+        batch = {"image": x, "example_id": ids}
+        totals[weight], aux = objective.players[0].loss(models, batch, ctx)
     # the gap of the softmax averaged over all 4 x 8 x 8 tokens, by hand
     q = jax.nn.softmax(models("tokenizer", train=False).logits(x), axis=-1).reshape(-1, 16)
     p = np.asarray(q).mean(0)
