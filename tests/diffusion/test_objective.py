@@ -33,7 +33,7 @@ def tiny_config(**diffusion):
     c.diffusion = dict(
         schedule="linear", timesteps=10, beta_start=1e-3, beta_end=0.5, prediction="eps",
         variance="fixed_small", sampler="ancestral", sample_steps=5, ddim_eta=0.0,
-        clip_denoised=True, class_conditional=False, label_dropout=0.0, guidance_scale=0.0,
+        clip_denoised=True, condition="none", condition_dropout=0.0, guidance_scale=1.0,
         bpd_eval="mc",
     )  # fmt: skip
     c.diffusion.update(diffusion)
@@ -113,7 +113,7 @@ def check_objective(obj, n_samples=5):
         assert np.isfinite(bpd) and bpd > 0
 
 
-COND = dict(class_conditional=True, label_dropout=0.5, guidance_scale=1.5)
+COND = dict(condition="class", condition_dropout=0.5, guidance_scale=2.5)
 
 
 @pytest.mark.parametrize(
@@ -129,8 +129,9 @@ COND = dict(class_conditional=True, label_dropout=0.5, guidance_scale=1.5)
             bpd_eval="exact",
             **COND,
         ),  # fmt: skip
+        dict(sampler="dpm_solver_pp", dynamic_threshold=0.995, prediction="x0", **COND),
     ],
-    ids=["uncond-eps-ancestral-mc", "cond-guided-v-cosine-ddim-exact"],
+    ids=["uncond-eps-ancestral-mc", "cond-guided-v-cosine-ddim-exact", "cond-dpmpp-thresholded"],
 )
 def test_objective_with_stand_in(stand_in, diffusion):
     check_objective(build_objective(tiny_config(**diffusion)))
@@ -163,6 +164,9 @@ def test_loss_does_not_depend_on_batch_split(stand_in):
         (dict(sampler="euler"), "sampler"),
         (dict(bpd_eval="all"), "bpd_eval"),
         (dict(variance="learned"), "variance"),
+        (dict(dynamic_threshold=1.5), "dynamic_threshold"),
+        (dict(condition="text"), "only data.name=.shapes."),
+        (dict(guidance_scale=2.0), "needs a condition"),
     ],
 )
 def test_bad_config_raises(stand_in, override, match):

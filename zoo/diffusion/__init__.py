@@ -1,4 +1,4 @@
-"""Diffusion models: DDPM/DDIM (survey ch. 4) and the variational bound in bits/dim.
+"""Diffusion models: DDPM/DDIM (survey ch. 4), DPM-Solver++ and the variational bound in bits/dim.
 
 The public API; the U-Net lives in :mod:`zoo.diffusion.unet` and is imported
 by :func:`build_objective` only when an objective is built.
@@ -18,6 +18,7 @@ from zoo.diffusion.ddpm import (
     q_posterior,
     q_sample,
 )
+from zoo.diffusion.dpm_solver import dpm_solver_pp_sample
 from zoo.diffusion.likelihood import (
     discretized_gaussian_log_likelihood,
     exact_bpd,
@@ -34,6 +35,7 @@ from zoo.diffusion.schedules import (
     schedule_from_betas,
     schedule_names,
 )
+from zoo.diffusion.thresholding import dynamic_threshold
 
 __all__ = [
     "PREDICTIONS",
@@ -45,6 +47,8 @@ __all__ = [
     "ddim_timesteps",
     "diffusion_loss",
     "discretized_gaussian_log_likelihood",
+    "dpm_solver_pp_sample",
+    "dynamic_threshold",
     "eps_from_x0",
     "exact_bpd",
     "make_schedule",

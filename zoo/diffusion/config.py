@@ -38,16 +38,19 @@ def ddpm_config() -> ml_collections.ConfigDict:
             beta_end=0.02,
             prediction="eps",
             variance="fixed_large",
-            sampler="ddim",
+            sampler="ddim",  # "ancestral" | "ddim" | "dpm_solver_pp" (2M)
             sample_steps=100,
             ddim_eta=0.0,
             clip_denoised=True,
-            class_conditional=False,
-            label_dropout=0.0,
-            guidance_scale=0.0,
+            dynamic_threshold=0.0,  # Imagen: 0.995 (the percentile; replaces the clip)
+            condition="none",  # "class" | "text": classifier-free guidance needs one
+            condition_dropout=0.0,  # GLIDE: 0.2 (captions replaced by the empty one)
+            guidance_scale=1.0,  # 1: the conditional model; 0: the unconditional one
             bpd_eval="mc",
         )
     )
+    # condition="text" only: the caption transformer trained with the U-Net (GLIDE).
+    c.text_encoder = ml_collections.ConfigDict(dict(dim=64, depth=2, num_heads=4, dropout=0.0))
     c.optim.update(dict(name="adam", lr=2e-4, warmup_steps=5000, grad_clip=1.0))
     c.train.update(
         dict(

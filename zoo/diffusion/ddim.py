@@ -19,6 +19,7 @@ import numpy as np
 
 from zoo.diffusion.ddpm import DenoiseFn, eps_from_x0, predict_eps, predict_x0
 from zoo.diffusion.schedules import Schedule
+from zoo.diffusion.thresholding import check_dynamic_threshold, threshold_x0
 
 
 def ddim_timesteps(T: int, steps: int) -> np.ndarray:
@@ -43,15 +44,20 @@ def ddim_sample(
     eta: float = 0.0,
     prediction: str = "eps",
     clip_denoised: bool = True,
+    dynamic_threshold: float = 0.0,
 ) -> jax.Array:
     """Sample ``[B, ...]`` with S = ``steps`` DDIM updates (eq. 12), one ``lax.scan``.
 
     ``denoise_fn(x [B, ...], t [B]) -> model output`` is traced once. Clipping
-    x0_pred re-derives eps from the clipped x0 so that the two stay consistent.
+    x0_pred to [-1, 1] (``clip_denoised``), or dynamic thresholding instead of
+    it (``dynamic_threshold``: a percentile in (0, 1), 0 = off; see
+    :mod:`zoo.diffusion.thresholding`), re-derives eps from the changed x0 so
+    that the two stay consistent.
     Keys as in :func:`zoo.diffusion.ddpm.ancestral_sample`: x_T from ``k_init``,
     the noise of step t from ``fold_in(k_steps, t)``.
     """
     ts = ddim_timesteps(sched.num_timesteps, steps)
+    limited = check_dynamic_threshold(dynamic_threshold) > 0 or clip_denoised
     ab = sched.alphas_cumprod
     ab_t = ab[ts]
     ab_s = jnp.concatenate([jnp.ones((1,)), ab[ts[:-1]]])  # previous kept step; ab_0 = 1
@@ -68,8 +74,8 @@ def ddim_sample(
         tb = jnp.full((shape[0],), t, jnp.int32)
         out = denoise_fn(x, tb)
         x0 = predict_x0(sched, x, tb, out, prediction)
-        if clip_denoised:
-            x0 = jnp.clip(x0, -1.0, 1.0)
+        if limited:
+            x0 = threshold_x0(x0, clip_denoised=clip_denoised, dynamic_threshold=dynamic_threshold)
             eps = eps_from_x0(sched, x, tb, x0)
         else:
             eps = predict_eps(sched, x, tb, out, prediction)

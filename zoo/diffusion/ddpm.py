@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from zoo.diffusion.schedules import Schedule
+from zoo.diffusion.thresholding import check_dynamic_threshold, threshold_x0
 
 PREDICTIONS = ("eps", "x0", "v")
 VARIANCES = ("fixed_small", "fixed_large")
@@ -159,17 +160,20 @@ def p_mean_variance(
     prediction: str = "eps",
     variance: str = "fixed_small",
     clip_denoised: bool = True,
+    dynamic_threshold: float = 0.0,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Mean and log variance of p(x_{t-1} | x_t) (eq. 4.5) from a model output.
 
     The mean is the posterior mean (eq. 4.6) at the predicted x_0, optionally
-    clipped to [-1, 1]; without clipping and for eps prediction this equals
-    Algorithm 4.2 line 4: (x_t - beta_t / sqrt(1-ab_t) eps) / sqrt(alpha_t).
+    clipped to [-1, 1] (``clip_denoised``) or, when ``dynamic_threshold`` (a
+    percentile in (0, 1), 0 = off) is set, dynamically thresholded instead
+    (Imagen, see :mod:`zoo.diffusion.thresholding`); without either and for eps
+    prediction this equals Algorithm 4.2 line 4:
+    (x_t - beta_t / sqrt(1-ab_t) eps) / sqrt(alpha_t).
     Returns ``(mean [B, ...], log_variance [B, 1..1], x0_pred [B, ...])``.
     """
     x0 = predict_x0(sched, xt, t, out, prediction)
-    if clip_denoised:
-        x0 = jnp.clip(x0, -1.0, 1.0)
+    x0 = threshold_x0(x0, clip_denoised=clip_denoised, dynamic_threshold=dynamic_threshold)
     mean, _, _ = q_posterior(sched, x0, xt, t)
     log_var = extract(model_log_variance(sched, variance), t, xt)
     return mean, log_var, x0
@@ -184,6 +188,7 @@ def ancestral_sample(
     prediction: str = "eps",
     variance: str = "fixed_small",
     clip_denoised: bool = True,
+    dynamic_threshold: float = 0.0,
 ) -> jax.Array:
     """Algorithm 4.2: x_T ~ N(0, I), then x_{t-1} ~ p(x_{t-1} | x_t) for t = T..1.
 
@@ -192,8 +197,11 @@ def ancestral_sample(
     ``k_init``, where ``k_init, k_steps = split(rng)`` (shared with
     :func:`zoo.diffusion.ddim.ddim_sample`, so the two can be compared path-wise).
 
-    shape: ``(B, ...)`` of the samples. Returns x_0 ``[B, ...]`` float32.
+    shape: ``(B, ...)`` of the samples. ``clip_denoised`` / ``dynamic_threshold``
+    act on each predicted x_0 as in :func:`p_mean_variance`.
+    Returns x_0 ``[B, ...]`` float32.
     """
+    check_dynamic_threshold(dynamic_threshold)  # fail before tracing the model
     T = sched.num_timesteps
     k_init, k_steps = jax.random.split(rng)
     x_T = jax.random.normal(k_init, shape, jnp.float32)
@@ -208,6 +216,7 @@ def ancestral_sample(
             prediction=prediction,
             variance=variance,
             clip_denoised=clip_denoised,
+            dynamic_threshold=dynamic_threshold,
         )
         z = jax.random.normal(jax.random.fold_in(k_steps, t), shape, jnp.float32)
         # Line 3: no noise on the last step (t = 1 in the paper, index 0 here).

@@ -5,17 +5,23 @@ Config fields read (``config.model == "ddpm"``):
   unet: the U-Net fields (see :func:`zoo.diffusion.unet.unet_from_config`)
   diffusion: schedule ('linear' | 'cosine'), timesteps, beta_start, beta_end
     (linear only), prediction ('eps' | 'x0' | 'v'), variance ('fixed_small' |
-    'fixed_large'), sampler ('ddim' | 'ancestral'), sample_steps, ddim_eta,
-    clip_denoised, class_conditional, label_dropout, guidance_scale,
-    bpd_eval ('mc' | 'exact' | 'none'), bpd_chunk (optional, default 1)
+    'fixed_large'), sampler ('ddim' | 'ancestral' | 'dpm_solver_pp'), sample_steps, ddim_eta,
+    clip_denoised, dynamic_threshold (Imagen's percentile; 0 = off), condition ('none' |
+    'class' | 'text'), condition_dropout, guidance_scale, bpd_eval ('mc' | 'exact' |
+    'none'), bpd_chunk (optional, default 1)
+  text_encoder (condition 'text'): dim, depth, num_heads, dropout
   optim, train.steps, ema_decay, seed
 
-Class conditioning uses ``batch["label"]`` and the null label ``num_classes``
-for classifier-free guidance (Ho & Salimans 2022): training replaces a label
-by the null label with probability ``label_dropout``; sampling with
-``guidance_scale`` w > 0 uses (1 + w) f(x, y) - w f(x, null). That mix is
-applied to the raw model output, which is the same as mixing eps because eps
-is affine in the output for fixed (x_t, t) whatever the ``prediction``.
+Conditioning: ``'class'`` reads ``batch["label"]`` (the null condition is the label
+``num_classes``); ``'text'`` reads the caption ids ``batch["tokens"]`` of ``shapes`` into a
+:class:`~zoo.diffusion.text_unet.TextUNet` (the null condition is the empty caption, all
+padding), as GLIDE does. Classifier-free guidance (Ho & Salimans 2022; GLIDE eq. 4):
+training replaces the condition by the null one with probability ``condition_dropout``;
+sampling uses ``f(x, null) + s (f(x, c) - f(x, null))`` with ``s = guidance_scale``: 1 is
+the plain conditional model, 0 the unconditional one. The mix is applied to the raw model
+output, which is the same as mixing eps because eps is affine in the output for fixed
+(x_t, t) whatever the ``prediction``. Text-conditioned samples carry the attributes of their
+captions, so a ``shapes`` run reports caption match (:mod:`zoo.evals.sample_metrics`).
 """
 
 from __future__ import annotations
@@ -35,13 +41,16 @@ from zoo.diffusion.ddpm import (
     prediction_target,
     q_sample,
 )
+from zoo.diffusion.dpm_solver import dpm_solver_pp_sample
 from zoo.diffusion.likelihood import exact_bpd, mc_bpd
 from zoo.diffusion.schedules import Schedule, make_schedule
+from zoo.diffusion.thresholding import check_dynamic_threshold
 from zoo.engine.objective import Objective, Player
 from zoo.engine.optim import make_optimizer
 from zoo.engine.rng import example_keys, per_example
 
-SAMPLERS = ("ancestral", "ddim")
+SAMPLERS = ("ancestral", "ddim", "dpm_solver_pp")
+CONDITIONS = ("none", "class", "text")
 BPD_EVALS = ("mc", "exact", "none")
 
 
@@ -60,32 +69,52 @@ def _check_config(config) -> None:
         ("variance", d.variance, VARIANCES),
         ("sampler", d.sampler, SAMPLERS),
         ("bpd_eval", d.bpd_eval, BPD_EVALS),
+        ("condition", d.condition, CONDITIONS),
     ):
         if value not in choices:
             raise ValueError(f"diffusion.{field}={value!r}; choose one of {choices}")
     if config.unet.get("learn_sigma", False):
         raise ValueError("the ddpm objective has fixed variances: set unet.learn_sigma=False")
-    if d.class_conditional and config.data.num_classes <= 0:
-        raise ValueError("diffusion.class_conditional needs data.num_classes > 0")
+    check_dynamic_threshold(float(d.get("dynamic_threshold", 0.0)))
+    if d.condition == "class" and config.data.num_classes <= 0:
+        raise ValueError("diffusion.condition='class' needs data.num_classes > 0")
+    if d.condition == "text" and config.data.name != "shapes":
+        raise ValueError(
+            "diffusion.condition='text' reads captions: only data.name='shapes' has them"
+        )
+    if not 0.0 <= float(d.condition_dropout) < 1.0:
+        raise ValueError(
+            f"diffusion.condition_dropout must lie in [0, 1), got {d.condition_dropout}"
+        )
+    if d.condition == "none" and float(d.guidance_scale) != 1.0:
+        raise ValueError("diffusion.guidance_scale != 1 needs a condition ('class' or 'text')")
 
 
-def _denoiser(net, labels, null_label: int, guidance_scale: float):
-    """``(x [N, ...], t [N]) -> model output``, conditioned on ``labels [B]`` (tiled to N)."""
-    if labels is None:
+def _tile(cond: jax.Array, n: int) -> jax.Array:
+    """``cond [B, ...]`` repeated along the batch to ``[n, ...]`` (n a multiple of B)."""
+    return jnp.tile(cond, (n // cond.shape[0],) + (1,) * (cond.ndim - 1))
+
+
+def _denoiser(net, cond, null, guidance_scale: float):
+    """``(x [N, ...], t [N]) -> model output``, conditioned on ``cond [B, ...]`` (tiled to N).
+
+    ``null``: the null condition shaped like ``cond`` (used when ``guidance_scale != 1``).
+    """
+    if cond is None:
         return lambda x, t: net(x, t)
 
     def denoise(x, t):
-        y = jnp.tile(labels, x.shape[0] // labels.shape[0])
-        if guidance_scale == 0:
-            return net(x, t, y)
-        # One call on [conditional; unconditional] halves, then eq. 6 of Ho & Salimans.
+        c = _tile(cond, x.shape[0])
+        if guidance_scale == 1.0:
+            return net(x, t, c)
+        # One call on [conditional; unconditional] halves, then GLIDE's eq. 4.
         out = net(
             jnp.concatenate([x, x]),
             jnp.concatenate([t, t]),
-            jnp.concatenate([y, jnp.full_like(y, null_label)]),
+            jnp.concatenate([c, _tile(null, x.shape[0])]),
         )
-        cond, uncond = jnp.split(out, 2)
-        return (1.0 + guidance_scale) * cond - guidance_scale * uncond
+        with_c, without = jnp.split(out, 2)
+        return without + guidance_scale * (with_c - without)
 
     return denoise
 
@@ -101,22 +130,51 @@ def build_objective(config) -> Objective:
     d, data = config.diffusion, config.data
     sched = schedule_from_config(d)
     T = sched.num_timesteps
-    conditional = bool(d.class_conditional)
-    null_label = int(data.num_classes)
-    label_dropout = float(d.get("label_dropout", 0.0))
-    guidance = float(d.get("guidance_scale", 0.0)) if conditional else 0.0
+    condition = str(d.condition)
+    drop_p = float(d.condition_dropout)
+    guidance = float(d.guidance_scale)
     shape = (data.image_size, data.image_size, data.channels)
-    net = unet_from_config(
-        config.unet,
-        image_size=data.image_size,
-        channels=data.channels,
-        num_classes=null_label if conditional else 0,
-        rngs=nnx.Rngs(config.seed),
-    )
+    rngs = nnx.Rngs(config.seed)
+    if condition == "text":
+        from zoo.data import shapes
+        from zoo.diffusion.text_unet import text_unet_from_config
+
+        table_tokens, table_attributes = (jnp.asarray(a) for a in shapes.caption_table())
+        num_captions = int(table_tokens.shape[0])
+        net = text_unet_from_config(
+            config,
+            vocab_size=shapes.SHAPES_TOKENIZER.vocab_size,
+            max_len=int(table_tokens.shape[1]),
+            rngs=rngs,
+        )
+    else:
+        net = unet_from_config(
+            config.unet,
+            image_size=data.image_size,
+            channels=data.channels,
+            num_classes=int(data.num_classes) if condition == "class" else 0,
+            rngs=rngs,
+        )
     prediction, clip = d.prediction, bool(d.clip_denoised)
     sampler, sample_steps, eta = d.sampler, int(d.get("sample_steps", T)), float(d.ddim_eta)
     bpd_eval, bpd_chunk = d.bpd_eval, int(d.get("bpd_chunk", 1))
     bound_kwargs = dict(prediction=prediction, variance=d.variance, clip_denoised=clip)
+    limit = dict(clip_denoised=clip, dynamic_threshold=float(d.get("dynamic_threshold", 0.0)))
+
+    def condition_of(batch):
+        """The batch's condition ``[B, ...]`` int32, or None when unconditional."""
+        if condition == "class":
+            return batch["label"].astype(jnp.int32)
+        if condition == "text":
+            return batch["tokens"].astype(jnp.int32)
+        return None
+
+    def null_of(cond):
+        """The null condition of guidance, shaped like ``cond``: the label ``num_classes``,
+        or the empty caption (all padding)."""
+        if condition == "class":
+            return jnp.full_like(cond, int(data.num_classes))
+        return jnp.zeros_like(cond)
 
     def loss(models, batch, ctx):
         """Algorithm 4.1 on ``batch["image"] [B, H, W, C]`` in [-1, 1]; t, eps per example."""
@@ -132,40 +190,59 @@ def build_objective(config) -> Objective:
             )
 
         t, eps, u = per_example(ctx, draw)
-        y = None
-        if conditional:
-            y = jnp.where(u < label_dropout, null_label, batch["label"].astype(jnp.int32))
         xt = q_sample(sched, x0, t, eps)  # eq. 4.3
-        out = model(xt, t, y, dropout_key=example_keys(ctx, "dropout"))
+        cond = condition_of(batch)
+        keys = example_keys(ctx, "dropout")
+        if cond is None:
+            out = model(xt, t, dropout_key=keys)
+        else:
+            keep = (u >= drop_p).reshape((-1,) + (1,) * (cond.ndim - 1))
+            out = model(xt, t, jnp.where(keep, cond, null_of(cond)), dropout_key=keys)
         value = diffusion_loss(out, prediction_target(sched, x0, eps, t, prediction))
         return value, {"loss": value}
 
-    @functools.partial(jax.jit, static_argnums=(0, 3))
-    def _sample(graphdef, state, rng, n):
-        model = nnx.merge(graphdef, state)
-        labels = jnp.arange(n, dtype=jnp.int32) % null_label if conditional else None
-        denoise = _denoiser(model, labels, null_label, guidance)
+    def conditions(rng, n):
+        """(the condition of ``n`` samples or None, the fields returned with the samples)."""
+        if condition == "class":
+            labels = jnp.arange(n, dtype=jnp.int32) % int(data.num_classes)
+            return labels, {"label": labels}
+        if condition == "text":
+            labels = jax.random.randint(rng, (n,), 0, num_captions)
+            a = table_attributes[labels]
+            fields = {"label": labels, "shape": a[:, 0], "color": a[:, 1], "position": a[:, 2]}
+            return table_tokens[labels], fields
+        return None, {}
+
+    @functools.partial(jax.jit, static_argnums=(0, 4))
+    def _sample(graphdef, state, rng, cond, n):
+        null = None if cond is None else null_of(cond)
+        denoise = _denoiser(nnx.merge(graphdef, state), cond, null, guidance)
+        shape_n = (n, *shape)
         if sampler == "ddim":
             return ddim_sample(
-                denoise,
-                sched,
-                rng,
-                (n, *shape),
-                steps=sample_steps,
-                eta=eta,
-                prediction=prediction,
-                clip_denoised=clip,
+                denoise, sched, rng, shape_n, steps=sample_steps, eta=eta,
+                prediction=prediction, **limit,
+            )  # fmt: skip
+        if sampler == "dpm_solver_pp":
+            return dpm_solver_pp_sample(
+                denoise, sched, rng, shape_n, steps=sample_steps, prediction=prediction, **limit
             )
-        return ancestral_sample(denoise, sched, rng, (n, *shape), **bound_kwargs)
+        return ancestral_sample(
+            denoise, sched, rng, shape_n, prediction=prediction, variance=d.variance, **limit
+        )
 
     def sample(models, rng, n: int):
-        """``n`` images ``[n, H, W, C]`` in [-1, 1]; labels ``arange(n) % num_classes``."""
+        """``n`` images ``[n, H, W, C]`` in [-1, 1]; class labels ``arange(n) % num_classes``;
+        text: ``{"image", "label", "shape", "color", "position"}`` of random captions."""
         graphdef, state = nnx.split(models("model", train=False))
-        return jnp.clip(_sample(graphdef, state, rng, int(n)), -1.0, 1.0)
+        k_cond, k_sample = jax.random.split(rng)
+        cond, fields = conditions(k_cond, int(n))
+        images = jnp.clip(_sample(graphdef, state, k_sample, cond, int(n)), -1.0, 1.0)
+        return {"image": images, **fields} if condition == "text" else images
 
     @functools.partial(jax.jit, static_argnums=(0,))
-    def _bpd(graphdef, state, x0, labels, rng):
-        denoise = _denoiser(nnx.merge(graphdef, state), labels, null_label, 0.0)
+    def _bpd(graphdef, state, x0, cond, rng):
+        denoise = _denoiser(nnx.merge(graphdef, state), cond, None, 1.0)
         if bpd_eval == "exact":
             return exact_bpd(denoise, sched, rng, x0, chunk=bpd_chunk, **bound_kwargs)
         return mc_bpd(denoise, sched, rng, x0, **bound_kwargs)
@@ -174,8 +251,7 @@ def build_objective(config) -> Objective:
         """Bits/dim of the variational bound on a held-out ``batch``: ``{"bpd": scalar}``."""
         graphdef, state = nnx.split(models("model", train=False))
         x0 = batch["image"].astype(jnp.float32)
-        labels = batch["label"].astype(jnp.int32) if conditional else None
-        return {"bpd": jnp.mean(_bpd(graphdef, state, x0, labels, rng))}
+        return {"bpd": jnp.mean(_bpd(graphdef, state, x0, condition_of(batch), rng))}
 
     decay = float(config.get("ema_decay", 0.0))
     return Objective(

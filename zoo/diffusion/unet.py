@@ -9,7 +9,9 @@ GroupNorm-SiLU-conv head. Timesteps enter every residual block through a
 sinusoidal embedding followed by a 2-layer MLP of width ``4 * ch``.
 
 Beyond the paper: an optional class embedding (index ``num_classes`` is a
-learned "no label" token, for classifier-free guidance), ``num_heads``, a
+learned "no label" token, for classifier-free guidance), optional text conditioning
+(``context_dim``: GLIDE's pooled caption feature added to the timestep embedding and the
+caption tokens appended to every attention block's keys), ``num_heads``, a
 switch of attention implementation (``"full"`` is the fastest at 16x16 on CPU
 and GPU; ``"dot_product"`` uses cuDNN flash attention for bfloat16 on GPU and
 wins from ~64x64 maps; ``"chunked"`` bounds memory; see :mod:`zoo.nn.attention`),
@@ -72,6 +74,7 @@ class UNet(nnx.Module):
         mid_attention: bool = True,
         dropout: float = 0.1,
         num_classes: int = 0,
+        context_dim: int = 0,
         num_heads: int = 1,
         attention: Impl = "full",
         attention_chunk: int = 64,
@@ -90,7 +93,7 @@ class UNet(nnx.Module):
             if c % num_heads:
                 raise ValueError(f"channels {c} are not divisible by num_heads={num_heads}")
         temb_dim = 4 * ch
-        self.ch, self.num_classes = ch, num_classes
+        self.ch, self.num_classes, self.context_dim = ch, num_classes, context_dim
 
         dense = dict(kernel_init=DEFAULT_INIT, dtype=dtype, rngs=rngs)
         self.temb_dense0 = nnx.Linear(ch, temb_dim, **dense)
@@ -99,9 +102,16 @@ class UNet(nnx.Module):
         self.label_emb = (
             nnx.Embed(num_classes + 1, temb_dim, dtype=dtype, rngs=rngs) if num_classes else None
         )
+        # The pooled text feature joins the timestep embedding (GLIDE).
+        self.context_emb = nnx.Linear(context_dim, temb_dim, **dense) if context_dim else None
         self.conv_in = conv(in_channels, ch, dtype=dtype, rngs=rngs)
 
-        attn_kw = dict(num_heads=num_heads, impl=attention, chunk_size=attention_chunk)
+        attn_kw = dict(
+            num_heads=num_heads,
+            impl=attention,
+            chunk_size=attention_chunk,
+            context_dim=context_dim or None,
+        )
         block_kw = dict(temb_dim=temb_dim, dropout=dropout, dtype=dtype, rngs=rngs)
         # Encoder. skip_chs tracks the channels of every feature map pushed on
         # the skip stack (conv_in, each res block, each downsample).
@@ -160,6 +170,9 @@ class UNet(nnx.Module):
         t: jax.Array,
         y: jax.Array | None = None,
         *,
+        context: jax.Array | None = None,
+        context_mask: jax.Array | None = None,
+        pooled: jax.Array | None = None,
         dropout_key: jax.Array | None = None,
     ) -> jax.Array:
         """Predicts the network output (eps, x0 or v: the objective decides).
@@ -169,6 +182,11 @@ class UNet(nnx.Module):
           t: ``[B]`` int32 or float timesteps.
           y: ``[B]`` int32 class labels, only when ``num_classes > 0``; the value
             ``num_classes`` (or ``y=None``) means "no label".
+          context: ``[B, L, context_dim]`` per-token text features, attended to by every
+            attention block; required when ``context_dim > 0``.
+          context_mask: ``[B, L]`` bool, True at real (non-padding) tokens.
+          pooled: ``[B, context_dim]`` one feature per caption, added (projected) to the
+            timestep embedding; required with ``context``.
           dropout_key: ``[B]`` PRNG keys, one per example (or one key for the whole
             batch), required when dropout > 0 in train mode
             (``nnx.view(m, deterministic=True)`` gives eval mode).
@@ -183,6 +201,15 @@ class UNet(nnx.Module):
         if self.label_emb is not None:
             y = jnp.full(x.shape[:1], self.num_classes, jnp.int32) if y is None else y
             temb = temb + self.label_emb(y)
+        if self.context_emb is not None:
+            if context is None or pooled is None:
+                raise ValueError("this UNet is text-conditioned: pass context= and pooled=")
+            temb = temb + self.context_emb(pooled)
+        elif context is not None:
+            raise ValueError("context given to a UNet built with context_dim=0")
+
+        def attend(block, h):
+            return block(h, context, context_mask) if context is not None else block(h)
 
         block_index = itertools.count()
 
@@ -196,20 +223,20 @@ class UNet(nnx.Module):
         for level in self.down:
             for j, block in enumerate(level.blocks):
                 h = res(block, h)
-                h = level.attns[j](h) if level.attns else h
+                h = attend(level.attns[j], h) if level.attns else h
                 skips.append(h)
             if level.resample is not None:
                 h = level.resample(h)
                 skips.append(h)
 
         h = res(self.mid_block1, h)
-        h = self.mid_attn(h) if self.mid_attn is not None else h
+        h = attend(self.mid_attn, h) if self.mid_attn is not None else h
         h = res(self.mid_block2, h)
 
         for level in self.up:
             for j, block in enumerate(level.blocks):
                 h = res(block, jnp.concatenate([h, skips.pop()], axis=-1))
-                h = level.attns[j](h) if level.attns else h
+                h = attend(level.attns[j], h) if level.attns else h
             if level.resample is not None:
                 h = level.resample(h)
 
@@ -218,7 +245,13 @@ class UNet(nnx.Module):
 
 
 def unet_from_config(
-    cfg, *, image_size: int, channels: int, num_classes: int = 0, rngs: nnx.Rngs
+    cfg,
+    *,
+    image_size: int,
+    channels: int,
+    num_classes: int = 0,
+    context_dim: int = 0,
+    rngs: nnx.Rngs,
 ) -> UNet:
     """Builds a :class:`UNet` from an ml_collections ``config.unet``.
 
@@ -239,6 +272,7 @@ def unet_from_config(
         mid_attention=cfg.mid_attention,
         dropout=cfg.dropout,
         num_classes=num_classes,
+        context_dim=context_dim,
         num_heads=cfg.num_heads,
         attention=cfg.attention,
         attention_chunk=cfg.attention_chunk,

@@ -131,6 +131,11 @@ class AttentionBlock(nnx.Module):
 
     ``x: [B, H, W, C] -> [B, H, W, C]``; the H*W positions are the tokens. The
     output projection is zero-initialised, so the block starts as the identity.
+
+    With ``context_dim``, the block also attends to a context sequence (text tokens), as in
+    GLIDE (Nichol et al. 2022): the context ``[B, L, context_dim]`` is projected to ``C``
+    channels and appended to the keys and values, so each position attends to the image and
+    the text in one softmax; ``context_mask [B, L]`` (True = a real token) hides padding.
     """
 
     def __init__(
@@ -140,6 +145,7 @@ class AttentionBlock(nnx.Module):
         num_heads: int = 1,
         impl: Impl = "full",
         chunk_size: int = 64,
+        context_dim: int | None = None,
         dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
@@ -153,8 +159,30 @@ class AttentionBlock(nnx.Module):
             dtype=dtype,
             rngs=rngs,
         )
+        self.context_proj = (
+            nnx.Linear(context_dim, channels, kernel_init=DEFAULT_INIT, dtype=dtype, rngs=rngs)
+            if context_dim
+            else None
+        )
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(
+        self,
+        x: jax.Array,
+        context: jax.Array | None = None,
+        context_mask: jax.Array | None = None,
+    ) -> jax.Array:
         b, h, w, c = x.shape
         tokens = self.norm(x).reshape(b, h * w, c)
-        return x + self.attn(tokens).reshape(b, h, w, c)
+        if self.context_proj is None:
+            if context is not None:
+                raise ValueError("a context given to an AttentionBlock built without context_dim")
+            return x + self.attn(tokens).reshape(b, h, w, c)
+        if context is None:
+            raise ValueError("this AttentionBlock attends to a context: pass context=[B, L, D]")
+        keys = jnp.concatenate([tokens, self.context_proj(context).astype(tokens.dtype)], axis=1)
+        mask = None
+        if context_mask is not None:
+            image_keys = jnp.ones((b, h * w), bool)
+            mask = jnp.concatenate([image_keys, context_mask.astype(bool)], axis=1)
+            mask = mask[:, None, None, :]  # [B, heads, queries, keys]
+        return x + self.attn(tokens, keys, mask=mask).reshape(b, h, w, c)
