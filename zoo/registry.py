@@ -21,6 +21,9 @@ OBJECTIVES = {
     "vqvae": "zoo.autoregressive.tokenizer_objective:build_objective",
     "vqgan": "zoo.autoregressive.tokenizer_objective:build_objective",
     "dvae": "zoo.autoregressive.tokenizer_objective:build_objective",
+    # Latent diffusion's KL autoencoder (zoo.nn.kl_autoencoder) trains as a stage-1
+    # tokenizer: the same reconstruction, LPIPS and PatchGAN terms as VQGAN.
+    "klvae": "zoo.autoregressive.tokenizer_objective:build_objective",
     "transformer": "zoo.autoregressive.prior_objective:build_objective",
     "dalle": "zoo.autoregressive.prior_objective:build_objective",
     "parti": "zoo.autoregressive.prior_objective:build_objective",

@@ -1,10 +1,12 @@
 """Defaults of the autoregressive family's configs: tokenizers (stage 1) and priors (stage 2).
 
-Stage 1, ``model`` in ``"vqvae" | "vqgan" | "dvae"``
+Stage 1, ``model`` in ``"vqvae" | "vqgan" | "dvae" | "klvae"``
 (:mod:`zoo.autoregressive.tokenizer_objective`):
-  vq: the encoder/decoder widths and the codebook.
+  vq: the encoder/decoder widths and the codebook (``klvae``: the widths only).
   vq_loss: reconstruction, perceptual (LPIPS), adversarial terms.
   dvae: Gumbel temperature and KL-weight schedules (``dvae`` only).
+  autoencoder: latent channels and KL weight (``klvae`` only: latent diffusion's stage 1,
+    :mod:`zoo.nn.kl_autoencoder`).
   optim_d: what the discriminator's optimizer changes from ``optim``.
 
 Stage 2, ``model`` in ``"transformer" | "dalle" | "parti"``
@@ -20,7 +22,11 @@ import ml_collections
 from zoo.engine.config import base_config
 from zoo.engine.stages import stage_entry
 
-TOKENIZERS = ("vqvae", "vqgan", "dvae")
+# Stage-1 models with codes (what a stage-2 prior can model), and all stage-1 models.
+DISCRETE_TOKENIZERS = ("vqvae", "vqgan", "dvae")
+TOKENIZERS = (*DISCRETE_TOKENIZERS, "klvae")
+# The vq fields of the quantized tokenizers that a klvae config does not have.
+CODEBOOK_FIELDS = ("z_channels", "embed_dim", "num_codes", "beta", "ema_decay", "restart_threshold")
 PRIORS = ("transformer", "dalle", "parti")
 
 
@@ -30,7 +36,10 @@ def tokenizer_config(model: str) -> ml_collections.ConfigDict:
     codebook 1024 x 256; L1 + LPIPS + hinge PatchGAN with the adaptive weight times 0.8,
     switched on at step 250,001 in their ImageNet config; Adam 4.5e-6 x batch 12, betas (0.5, 0.9)).
     ``vqvae`` turns off the perceptual and adversarial terms and uses an L2 reconstruction
-    (van den Oord et al. 2017); ``dvae`` is DALL-E's discrete VAE (8192 codes, f = 8)."""
+    (van den Oord et al. 2017); ``dvae`` is DALL-E's discrete VAE (8192 codes, f = 8);
+    ``klvae`` is latent diffusion's KL-f8 autoencoder (Rombach et al. 2022: z = 4 latent
+    channels, ch_mult (1, 2, 4, 4), no attention but the middle's, KL weight 1e-6, the
+    PatchGAN from step 50,001 with the adaptive weight times 0.5)."""
     if model not in TOKENIZERS:
         raise ValueError(f"unknown tokenizer model {model!r}; choose one of {TOKENIZERS}")
     c = base_config()
@@ -79,6 +88,12 @@ def tokenizer_config(model: str) -> ml_collections.ConfigDict:
         )  # fmt: skip
         # hard: straight-through one-hot samples. diversity_weight: weight of
         # zoo.autoregressive.gumbel.diversity_gap (not in DALL-E; wav2vec 2.0's usage term).
+    if model == "klvae":
+        for field in CODEBOOK_FIELDS:  # the latent channels are autoencoder.z_channels
+            del c.vq[field]
+        c.vq.update(dict(ch_mult=(1, 2, 4, 4), attn_resolutions=()))
+        c.vq_loss.update(dict(disc_weight=0.5, disc_start=50_001))
+        c.autoencoder = ml_collections.ConfigDict(dict(z_channels=4, kl_weight=1e-6))
     c.train.update(dict(steps=500_000, sample_every=10_000, eval_every=10_000))
     c.train.num_samples = 16
     c.eval.update(dict(batch_size=64, num_examples=1024))

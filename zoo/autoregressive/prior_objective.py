@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from zoo.autoregressive.config import PRIORS, TOKENIZERS
+from zoo.autoregressive.config import DISCRETE_TOKENIZERS, PRIORS
 from zoo.autoregressive.prior import Prior
 from zoo.autoregressive.sampling import sample_grid, sample_tokens
 from zoo.autoregressive.tokenizer_objective import tokenizer_from_config
@@ -46,10 +46,10 @@ NUM_WINDOW_SAMPLES = 4
 def tokenizer_of(config):
     """The frozen tokenizer module and its run's config, from ``config.stages.tokenizer``."""
     source = stages.source_config(config, "tokenizer")
-    if source.get("model") not in TOKENIZERS:
+    if source.get("model") not in DISCRETE_TOKENIZERS:
         raise ValueError(
             f"config.stages.tokenizer names a {source.get('model')!r} run; a prior needs a "
-            f"tokenizer run ({', '.join(TOKENIZERS)})"
+            f"tokenizer run with codes ({', '.join(DISCRETE_TOKENIZERS)})"
         )
     for field in ("image_size", "channels"):
         mine, theirs = config.data.get(field), source.data.get(field)

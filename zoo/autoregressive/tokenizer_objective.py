@@ -1,14 +1,20 @@
-"""Stage 1 of the autoregressive family: VQ-VAE, VQGAN and DALL-E's dVAE as engine objectives.
+"""Stage-1 autoencoders as engine objectives: VQ-VAE, VQGAN, DALL-E's dVAE and the KL autoencoder.
 
-Config fields read (``config.model`` in ``"vqvae" | "vqgan" | "dvae"``; defaults in
+``klvae`` is latent diffusion's KL-regularised autoencoder (Rombach et al. 2022,
+:mod:`zoo.nn.kl_autoencoder`): it trains on the same reconstruction, perceptual and
+adversarial terms as VQGAN, with ``autoencoder.kl_weight`` times its KL in place of the
+codebook terms.
+
+Config fields read (``config.model`` in ``"vqvae" | "vqgan" | "dvae" | "klvae"``; defaults in
 :func:`zoo.autoregressive.config.tokenizer_config`):
   data: image_size, channels
-  vq: ch, ch_mult, num_res_blocks, attn_resolutions, z_channels, embed_dim, num_codes, beta,
-    ema_decay, restart_threshold
+  vq: ch, ch_mult, num_res_blocks, attn_resolutions, and (not klvae) z_channels, embed_dim,
+    num_codes, beta, ema_decay, restart_threshold
   vq_loss: reconstruction ("l1" | "l2"), perceptual_weight, lpips_weights, disc_weight,
     disc_start, disc_loss, adaptive_weight, disc_channels, disc_layers, disc_norm
   dvae (dvae only): tau_start, tau_end, tau_anneal_steps, kl_weight, kl_ramp_steps, hard,
     diversity_weight
+  autoencoder (klvae only): z_channels, kl_weight
   optim, optim_d (the discriminator's changes to optim), train.steps
 
 Players: ``tokenizer`` (reconstruction + codebook terms + the weighted adversarial term),
@@ -20,6 +26,10 @@ The adversarial weight is VQGAN's adaptive weight (Esser et al. 2021, eq. 7):
 lambda = ||grad_{W_L} L_rec|| / (||grad_{W_L} L_GAN|| + 1e-4), clamped to [0, 1e4] and
 detached, where W_L is the decoder's last convolution kernel; the term is
 ``disc_weight * lambda * L_GAN``.
+
+Held-out metrics reconstruct deterministically (``autoencode``: the hard codes, or the KL
+autoencoder's posterior mean): PSNR, L1, LPIPS; codebook usage for the quantized ones, the KL
+and the latents' standard deviation for ``klvae``.
 
 The frozen role ``lpips`` (when ``vq_loss.lpips_weights`` names a weights file) gives the
 perceptual loss and the held-out LPIPS metric.
@@ -33,7 +43,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from zoo.autoregressive.config import TOKENIZERS
+from zoo.autoregressive.config import CODEBOOK_FIELDS, TOKENIZERS
 from zoo.autoregressive.gumbel import diversity_gap, kl_weight, temperature
 from zoo.autoregressive.vq import DiscreteVAE, VQTokenizer
 from zoo.engine.objective import Objective, Player, batch_mean
@@ -41,6 +51,7 @@ from zoo.engine.optim import make_optimizer
 from zoo.engine.rng import example_keys, shared_key
 from zoo.evals.image_metrics import psnr
 from zoo.nn.adversarial import discriminator_loss, generator_loss
+from zoo.nn.kl_autoencoder import autoencoder_from_config
 from zoo.nn.quantizer import codebook_stats
 
 RECONSTRUCTIONS = ("l1", "l2")
@@ -48,12 +59,15 @@ NUM_FIGURE_IMAGES = 8
 
 
 def tokenizer_from_config(config, rngs: nnx.Rngs | None = None) -> nnx.Module:
-    """The :class:`VQTokenizer` or :class:`DiscreteVAE` that ``config`` describes.
+    """The :class:`VQTokenizer`, :class:`DiscreteVAE` or ``KLAutoencoder`` that ``config``
+    describes.
 
     A stage-2 run calls it with the stage-1 run's config to rebuild the frozen tokenizer.
     """
     v, data = config.vq, config.data
     rngs = rngs or nnx.Rngs(int(config.seed))
+    if config.model == "klvae":
+        return autoencoder_from_config(config, rngs)
     arch = dict(
         channels=int(data.channels),
         image_size=int(data.image_size),
@@ -120,9 +134,15 @@ def _check_config(config) -> None:
         )
     if loss.disc_loss != "hinge":
         raise ValueError(f"vq_loss.disc_loss={loss.disc_loss!r}: only 'hinge' (as in VQGAN)")
-    for field in ("num_codes", "embed_dim", "ch", "num_res_blocks"):
+    kl = config.model == "klvae"
+    for field in ("ch", "num_res_blocks", *(() if kl else ("num_codes", "embed_dim"))):
         if int(v[field]) < 1:
             raise ValueError(f"vq.{field} must be >= 1, got {v[field]}")
+    for field in ("perceptual_weight", "disc_weight"):
+        if not float(loss[field]) >= 0:  # also catches nan
+            raise ValueError(f"vq_loss.{field} must be >= 0, got {loss[field]}")
+    if kl:
+        _check_autoencoder_config(config)
     if float(loss.perceptual_weight) > 0 and not loss.lpips_weights:
         raise ValueError(
             "vq_loss.perceptual_weight > 0 needs vq_loss.lpips_weights: an .npz written by "
@@ -131,6 +151,26 @@ def _check_config(config) -> None:
         )
     if config.model == "dvae" and (float(v.ema_decay) > 0 or float(v.restart_threshold) > 0):
         raise ValueError("the dvae has no vector quantizer: vq.ema_decay/restart_threshold = 0")
+
+
+def _check_autoencoder_config(config) -> None:
+    """The klvae's fields: ``autoencoder.z_channels >= 1``, a finite ``kl_weight >= 0``."""
+    a = config.get("autoencoder", None)
+    if a is None or "z_channels" not in a or "kl_weight" not in a:
+        raise ValueError(
+            "model 'klvae' needs config.autoencoder.z_channels and .kl_weight "
+            "(start from zoo.autoregressive.config.tokenizer_config('klvae'))"
+        )
+    if int(a.z_channels) < 1:
+        raise ValueError(f"autoencoder.z_channels must be >= 1, got {a.z_channels}")
+    if not 0 <= float(a.kl_weight) < float("inf"):
+        raise ValueError(f"autoencoder.kl_weight must be finite and >= 0, got {a.kl_weight}")
+    stray = [f for f in CODEBOOK_FIELDS if f in config.vq]
+    if stray:
+        raise ValueError(
+            f"vq.{', vq.'.join(stray)}: the klvae has no codebook; its latent channels are "
+            "autoencoder.z_channels"
+        )
 
 
 def _figure_images(config) -> np.ndarray:
@@ -168,8 +208,9 @@ def build_objective(config) -> Objective:
     perceptual = float(loss_cfg.perceptual_weight) if "lpips" in frozen else 0.0
     disc_weight, disc_start = float(loss_cfg.disc_weight), int(loss_cfg.disc_start)
     adaptive = bool(loss_cfg.adaptive_weight)
-    dvae = config.model == "dvae"
+    dvae, kl = config.model == "dvae", config.model == "klvae"
     d = config.get("dvae", ml_collections.ConfigDict())
+    kl_w = float(config.autoencoder.kl_weight) if kl else 0.0
 
     def pixel_loss(x, image):
         """Per-image reconstruction loss ``[B]``: L1/L2 mean over pixels (+ LPIPS)."""
@@ -201,6 +242,13 @@ def build_objective(config) -> Objective:
             gap = diversity_gap(batch_mean(rec.code_probs, ctx))
             code_loss = code_loss + float(d.get("diversity_weight", 0.0)) * gap
             aux.update(kl=rec.loss, tau=tau, kl_weight=beta, diversity_gap=gap)
+        elif kl:
+            rec = tok.reconstruct(x, key=example_keys(ctx, "posterior"))
+            # The paper sums L1 over pixels and the KL over latents per image; with the mean
+            # over pixels here, the same ratio weighs the mean KL by latents per pixel value.
+            latents_per_dim = tok.z_channels / (tok.factor**2 * x.shape[-1])
+            code_loss = kl_w * latents_per_dim * rec.loss
+            aux.update(kl=rec.loss, kl_weight=jnp.float32(kl_w))
         else:
             rec = tok.reconstruct(x, key=shared_key(ctx, "restart"))
             code_loss = rec.loss
@@ -246,7 +294,10 @@ def build_objective(config) -> Objective:
         x = batch["image"].astype(jnp.float32)
 
         def active(disc, tok, x):
-            fake = tok.decode_indices(tok.encode_indices(x))
+            if kl:  # the fakes the tokenizer's pass trains against: posterior samples, decoded
+                fake = tok.reconstruct(x, key=example_keys(ctx, "posterior")).image
+            else:
+                fake = tok.autoencode(x)
             # One call on [real; fake]: with BatchNorm, two calls normalise each batch by its
             # own statistics, which removes the mean difference between them (a 2-layer
             # PatchGAN on 16x16 shapes then never left d_loss = 2, real and fake logits equal).
@@ -264,17 +315,23 @@ def build_objective(config) -> Objective:
         return value, {"d_loss": value}
 
     def evaluate(models, batch, rng):
-        """Held-out reconstruction through the hard codes: PSNR (dB, images in [0, 1]),
-        L1, LPIPS (with weights), codebook usage and perplexity per eval batch."""
+        """Held-out deterministic reconstruction (the hard codes; klvae: the posterior mean):
+        PSNR (dB, images in [0, 1]), L1, LPIPS (with weights) per eval batch; codebook usage
+        and perplexity, or (klvae) the KL in nats per latent element and the std of the
+        posterior means (1 / the scale factor a stage 2 would measure)."""
         tok = models("tokenizer", train=False)
         x = batch["image"].astype(jnp.float32)
-        indices = tok.encode_indices(x)
-        image = jnp.clip(tok.decode_indices(indices), -1.0, 1.0)
-        metrics = {
-            "psnr": jnp.mean(psnr((x + 1) / 2, (image + 1) / 2, axis=(1, 2, 3))),
-            "l1": jnp.mean(jnp.abs(x - image)),
-            **codebook_stats(indices, tok.num_codes),
-        }
+        if kl:
+            q = tok.encode(x)
+            image = tok.decode(q.mean)
+            metrics = {"kl": jnp.mean(q.kl()), "latent_std": jnp.std(q.mean)}
+        else:
+            indices = tok.encode_indices(x)
+            image = tok.decode_indices(indices)
+            metrics = codebook_stats(indices, tok.num_codes)
+        image = jnp.clip(image, -1.0, 1.0)
+        metrics["psnr"] = jnp.mean(psnr((x + 1) / 2, (image + 1) / 2, axis=(1, 2, 3)))
+        metrics["l1"] = jnp.mean(jnp.abs(x - image))
         if "lpips" in frozen:
             metrics["lpips"] = jnp.mean(models("lpips")(x, image))
         return metrics
@@ -284,7 +341,7 @@ def build_objective(config) -> Objective:
     def reconstructions(models, rng):
         """``[2, n, H, W, C]``: held-out images (top row) and their reconstructions."""
         tok = models("tokenizer", train=False)
-        image = jnp.clip(tok.decode_indices(tok.encode_indices(originals)), -1.0, 1.0)
+        image = jnp.clip(tok.autoencode(originals), -1.0, 1.0)
         return jnp.stack([originals, image])
 
     steps = int(config.train.steps)
