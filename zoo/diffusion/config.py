@@ -63,3 +63,16 @@ def ddpm_config() -> ml_collections.ConfigDict:
     )
     c.eval.update(dict(batch_size=256, num_examples=1024))
     return c
+
+
+def ldm_config() -> ml_collections.ConfigDict:
+    """Latent diffusion (``model = "ldm"``): the DDPM config on the latents of the KL
+    autoencoder run in ``config.stages.autoencoder``; ``latent.scale_factor`` 0 measures it
+    on the first batch (SD 1.x fixes 0.18215). Latents are unbounded and have no pixel
+    likelihood, so no clipping and no bits/dim."""
+    c = ddpm_config()
+    c.model = "ldm"
+    c.stages.autoencoder = stage_entry("tokenizer")  # the klvae run trains role "tokenizer"
+    c.latent = ml_collections.ConfigDict(dict(scale_factor=0.0))
+    c.diffusion.update(dict(clip_denoised=False, bpd_eval="none"))
+    return c

@@ -42,6 +42,7 @@ from zoo.diffusion.ddpm import (
     q_sample,
 )
 from zoo.diffusion.dpm_solver import dpm_solver_pp_sample
+from zoo.diffusion.latent import LatentDenoiser, autoencoder_of
 from zoo.diffusion.likelihood import exact_bpd, mc_bpd
 from zoo.diffusion.schedules import Schedule, make_schedule
 from zoo.diffusion.thresholding import check_dynamic_threshold
@@ -49,6 +50,7 @@ from zoo.engine.objective import Objective, Player
 from zoo.engine.optim import make_optimizer
 from zoo.engine.rng import example_keys, per_example
 
+MODELS = ("ddpm", "ldm")  # ldm: the same objective on a frozen autoencoder's latents
 SAMPLERS = ("ancestral", "ddim", "dpm_solver_pp")
 CONDITIONS = ("none", "class", "text")
 BPD_EVALS = ("mc", "exact", "none")
@@ -86,6 +88,13 @@ def _check_config(config) -> None:
         raise ValueError(
             f"diffusion.condition_dropout must lie in [0, 1), got {d.condition_dropout}"
         )
+    if config.model == "ldm" and (
+        d.clip_denoised or float(d.get("dynamic_threshold", 0.0)) or d.bpd_eval != "none"
+    ):
+        raise ValueError(
+            "latent diffusion (model 'ldm') diffuses unbounded latents and has no pixel "
+            "likelihood: set diffusion.clip_denoised=False, dynamic_threshold=0, bpd_eval='none'"
+        )
     if d.condition == "none" and float(d.guidance_scale) != 1.0:
         raise ValueError("diffusion.guidance_scale != 1 needs a condition ('class' or 'text')")
 
@@ -121,8 +130,8 @@ def _denoiser(net, cond, null, guidance_scale: float):
 
 def build_objective(config) -> Objective:
     """The DDPM :class:`~zoo.engine.objective.Objective` described by ``config``."""
-    if config.model != "ddpm":
-        raise ValueError(f"diffusion objective builds model 'ddpm', not {config.model!r}")
+    if config.model not in MODELS:
+        raise ValueError(f"diffusion objective builds {MODELS}, not {config.model!r}")
     _check_config(config)
     # Imported here so that the math modules load without the network.
     from zoo.diffusion.unet import unet_from_config
@@ -133,7 +142,15 @@ def build_objective(config) -> Objective:
     condition = str(d.condition)
     drop_p = float(d.condition_dropout)
     guidance = float(d.guidance_scale)
-    shape = (data.image_size, data.image_size, data.channels)
+    latent = config.model == "ldm"
+    frozen = {}
+    if latent:  # the U-Net works on the frozen autoencoder's latents
+        autoencoder, _ = autoencoder_of(config)
+        frozen["autoencoder"] = autoencoder
+        size, channels = data.image_size // autoencoder.factor, autoencoder.z_channels
+    else:
+        size, channels = data.image_size, data.channels
+    shape = (size, size, channels)
     rngs = nnx.Rngs(config.seed)
     if condition == "text":
         from zoo.data import shapes
@@ -145,16 +162,20 @@ def build_objective(config) -> Objective:
             config,
             vocab_size=shapes.SHAPES_TOKENIZER.vocab_size,
             max_len=int(table_tokens.shape[1]),
+            image_size=size,
+            channels=channels,
             rngs=rngs,
         )
     else:
         net = unet_from_config(
             config.unet,
-            image_size=data.image_size,
-            channels=data.channels,
+            image_size=size,
+            channels=channels,
             num_classes=int(data.num_classes) if condition == "class" else 0,
             rngs=rngs,
         )
+    if latent:
+        net = LatentDenoiser(net, float(config.latent.scale_factor))
     prediction, clip = d.prediction, bool(d.clip_denoised)
     sampler, sample_steps, eta = d.sampler, int(d.get("sample_steps", T)), float(d.ddim_eta)
     bpd_eval, bpd_chunk = d.bpd_eval, int(d.get("bpd_chunk", 1))
@@ -180,6 +201,9 @@ def build_objective(config) -> Objective:
         """Algorithm 4.1 on ``batch["image"] [B, H, W, C]`` in [-1, 1]; t, eps per example."""
         model = models("model")
         x0 = batch["image"].astype(jnp.float32)
+        if latent:  # a posterior sample per image, scaled to unit variance (measured once)
+            z = models("autoencoder").encode_latents(x0, key=example_keys(ctx, "posterior"))
+            x0 = z * model.measure(z, ctx)
 
         def draw(key):
             k_t, k_eps, k_drop = jax.random.split(key, 3)
@@ -199,7 +223,10 @@ def build_objective(config) -> Objective:
             keep = (u >= drop_p).reshape((-1,) + (1,) * (cond.ndim - 1))
             out = model(xt, t, jnp.where(keep, cond, null_of(cond)), dropout_key=keys)
         value = diffusion_loss(out, prediction_target(sched, x0, eps, t, prediction))
-        return value, {"loss": value}
+        aux = {"loss": value}
+        if latent:
+            aux["latent_scale"] = model.scale[...]
+        return value, aux
 
     def conditions(rng, n):
         """(the condition of ``n`` samples or None, the fields returned with the samples)."""
@@ -234,11 +261,20 @@ def build_objective(config) -> Objective:
     def sample(models, rng, n: int):
         """``n`` images ``[n, H, W, C]`` in [-1, 1]; class labels ``arange(n) % num_classes``;
         text: ``{"image", "label", "shape", "color", "position"}`` of random captions."""
-        graphdef, state = nnx.split(models("model", train=False))
+        model = models("model", train=False)
+        graphdef, state = nnx.split(model)
         k_cond, k_sample = jax.random.split(rng)
         cond, fields = conditions(k_cond, int(n))
-        images = jnp.clip(_sample(graphdef, state, k_sample, cond, int(n)), -1.0, 1.0)
+        images = _sample(graphdef, state, k_sample, cond, int(n))
+        if latent:
+            ae_graph, ae_state = nnx.split(models("autoencoder"))
+            images = _decode(ae_graph, ae_state, images / model.scale[...])
+        images = jnp.clip(images, -1.0, 1.0)
         return {"image": images, **fields} if condition == "text" else images
+
+    @functools.partial(jax.jit, static_argnums=(0,))
+    def _decode(graphdef, state, z):
+        return nnx.merge(graphdef, state).decode(z)
 
     @functools.partial(jax.jit, static_argnums=(0,))
     def _bpd(graphdef, state, x0, cond, rng):
@@ -260,5 +296,6 @@ def build_objective(config) -> Objective:
         players=(Player("model", "model", loss),),
         ema={"model": decay} if decay > 0 else {},
         sample=sample,
+        frozen=frozen,
         evaluate=None if bpd_eval == "none" else evaluate,
     )

@@ -41,10 +41,13 @@ class TextUNet(nnx.Module):
         )
 
 
-def text_unet_from_config(config, *, vocab_size: int, max_len: int, rngs: nnx.Rngs) -> TextUNet:
-    """A :class:`TextUNet` from ``config.unet``, ``config.data`` and ``config.text_encoder``
-    (dim, depth, num_heads, dropout)."""
-    t, data = config.text_encoder, config.data
+def text_unet_from_config(
+    config, *, vocab_size: int, max_len: int, image_size: int, channels: int, rngs: nnx.Rngs
+) -> TextUNet:
+    """A :class:`TextUNet` from ``config.unet`` and ``config.text_encoder`` (dim, depth,
+    num_heads, dropout) for inputs ``[B, image_size, image_size, channels]`` (images, or a
+    latent diffusion's latents)."""
+    t = config.text_encoder
     text = TextEncoder(
         vocab_size,
         max_len,
@@ -56,8 +59,8 @@ def text_unet_from_config(config, *, vocab_size: int, max_len: int, rngs: nnx.Rn
     )
     unet = unet_from_config(
         config.unet,
-        image_size=int(data.image_size),
-        channels=int(data.channels),
+        image_size=int(image_size),
+        channels=int(channels),
         context_dim=int(t.dim),
         rngs=rngs,
     )

@@ -1,0 +1,56 @@
+"""Latent diffusion on the bundled `shapes` captions, on the `autoencoder_shapes` latents.
+
+    python -m zoo.main --config=configs/autoencoder_shapes.py --workdir=runs/autoencoder_shapes
+    python -m zoo.main --config=configs/ldm_shapes.py --workdir=runs/ldm_shapes \
+        --config.stages.autoencoder.workdir=runs/autoencoder_shapes
+
+Stable Diffusion's recipe at toy scale (Rombach et al. 2022): the frozen KL autoencoder
+encodes each 16x16 image to 8x8x4 latents, scaled to unit variance by a factor measured on
+the first batch; a caption-conditioned U-Net (the `glide_shapes` text transformer and
+attention to the caption tokens) denoises them, with the caption dropped for 20 % of the
+examples for classifier-free guidance; DDIM samples are decoded by the autoencoder. Reports
+eval/caption_match as `glide_shapes`, which is the same model in pixel space. `:tiny` runs
+in seconds.
+"""
+
+from zoo.diffusion.config import ldm_config
+
+# The config files of the runs this one loads, by role (config.stages.<role>.workdir).
+STAGES = {"autoencoder": "autoencoder_shapes"}
+
+# get_config's arguments (`python -m zoo.main --list` prints them); None: the default.
+VARIANTS = {
+    "tiny": "a width-16 U-Net and a 1-layer caption encoder, 4 steps: seconds (tests)",
+}
+
+
+def get_config(arg: str | None = None):
+    c = ldm_config()
+    c.ema_decay = 0.999
+    c.data.update(dict(name="shapes", image_size=16, channels=3, batch_size=64, random_flip=False))
+    c.unet.update(
+        dict(ch=64, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8, 4), dropout=0.0)
+    )
+    c.text_encoder.update(dict(dim=64, depth=2, num_heads=4))
+    c.diffusion.update(
+        dict(condition="text", condition_dropout=0.2, guidance_scale=1.0, sample_steps=50)
+    )
+    c.optim.update(dict(lr=1e-3, warmup_steps=200, schedule="cosine", end_lr_factor=0.1))
+    c.train.update(
+        dict(steps=5000, log_every=100, sample_every=1000, eval_every=2500, checkpoint_every=1000)
+    )
+    c.train.num_samples = 64
+    c.eval.update(dict(batch_size=100, num_examples=0, num_samples=500))
+    if arg == "tiny":
+        c.ema_decay = 0.9
+        c.unet.update(dict(ch=16, attn_resolutions=(4,)))
+        c.text_encoder.update(dict(dim=16, depth=1, num_heads=2))
+        c.diffusion.update(dict(schedule="cosine", timesteps=50, sample_steps=5))
+        c.data.update(dict(batch_size=8, num_train=64, num_eval=16))
+        c.optim.warmup_steps = 1
+        c.train.update(dict(steps=4, log_every=2, sample_every=4, eval_every=4, checkpoint_every=2))
+        c.train.num_samples = 4
+        c.eval.update(dict(batch_size=16, num_examples=16, num_samples=16))
+    elif arg:
+        raise ValueError(f"unknown variant {arg!r} of ldm_shapes; known: {', '.join(VARIANTS)}")
+    return c
