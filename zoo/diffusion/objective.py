@@ -32,18 +32,17 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from zoo.diffusion.ddim import ddim_sample
 from zoo.diffusion.ddpm import (
     PREDICTIONS,
     VARIANCES,
-    ancestral_sample,
     diffusion_loss,
     prediction_target,
     q_sample,
 )
-from zoo.diffusion.dpm_solver import dpm_solver_pp_sample
 from zoo.diffusion.latent import LatentDenoiser, autoencoder_of
 from zoo.diffusion.likelihood import exact_bpd, mc_bpd
+from zoo.diffusion.sampling import SAMPLERS, guided_denoiser
+from zoo.diffusion.sampling import sample as run_sampler
 from zoo.diffusion.schedules import Schedule, make_schedule
 from zoo.diffusion.thresholding import check_dynamic_threshold
 from zoo.engine.objective import Objective, Player
@@ -51,7 +50,6 @@ from zoo.engine.optim import make_optimizer
 from zoo.engine.rng import example_keys, per_example
 
 MODELS = ("ddpm", "ldm")  # ldm: the same objective on a frozen autoencoder's latents
-SAMPLERS = ("ancestral", "ddim", "dpm_solver_pp")
 CONDITIONS = ("none", "class", "text")
 BPD_EVALS = ("mc", "exact", "none")
 
@@ -97,35 +95,6 @@ def _check_config(config) -> None:
         )
     if d.condition == "none" and float(d.guidance_scale) != 1.0:
         raise ValueError("diffusion.guidance_scale != 1 needs a condition ('class' or 'text')")
-
-
-def _tile(cond: jax.Array, n: int) -> jax.Array:
-    """``cond [B, ...]`` repeated along the batch to ``[n, ...]`` (n a multiple of B)."""
-    return jnp.tile(cond, (n // cond.shape[0],) + (1,) * (cond.ndim - 1))
-
-
-def _denoiser(net, cond, null, guidance_scale: float):
-    """``(x [N, ...], t [N]) -> model output``, conditioned on ``cond [B, ...]`` (tiled to N).
-
-    ``null``: the null condition shaped like ``cond`` (used when ``guidance_scale != 1``).
-    """
-    if cond is None:
-        return lambda x, t: net(x, t)
-
-    def denoise(x, t):
-        c = _tile(cond, x.shape[0])
-        if guidance_scale == 1.0:
-            return net(x, t, c)
-        # One call on [conditional; unconditional] halves, then GLIDE's eq. 4.
-        out = net(
-            jnp.concatenate([x, x]),
-            jnp.concatenate([t, t]),
-            jnp.concatenate([c, _tile(null, x.shape[0])]),
-        )
-        with_c, without = jnp.split(out, 2)
-        return without + guidance_scale * (with_c - without)
-
-    return denoise
 
 
 def build_objective(config) -> Objective:
@@ -177,10 +146,8 @@ def build_objective(config) -> Objective:
     if latent:
         net = LatentDenoiser(net, float(config.latent.scale_factor))
     prediction, clip = d.prediction, bool(d.clip_denoised)
-    sampler, sample_steps, eta = d.sampler, int(d.get("sample_steps", T)), float(d.ddim_eta)
     bpd_eval, bpd_chunk = d.bpd_eval, int(d.get("bpd_chunk", 1))
     bound_kwargs = dict(prediction=prediction, variance=d.variance, clip_denoised=clip)
-    limit = dict(clip_denoised=clip, dynamic_threshold=float(d.get("dynamic_threshold", 0.0)))
 
     def condition_of(batch):
         """The batch's condition ``[B, ...]`` int32, or None when unconditional."""
@@ -243,20 +210,8 @@ def build_objective(config) -> Objective:
     @functools.partial(jax.jit, static_argnums=(0, 4))
     def _sample(graphdef, state, rng, cond, n):
         null = None if cond is None else null_of(cond)
-        denoise = _denoiser(nnx.merge(graphdef, state), cond, null, guidance)
-        shape_n = (n, *shape)
-        if sampler == "ddim":
-            return ddim_sample(
-                denoise, sched, rng, shape_n, steps=sample_steps, eta=eta,
-                prediction=prediction, **limit,
-            )  # fmt: skip
-        if sampler == "dpm_solver_pp":
-            return dpm_solver_pp_sample(
-                denoise, sched, rng, shape_n, steps=sample_steps, prediction=prediction, **limit
-            )
-        return ancestral_sample(
-            denoise, sched, rng, shape_n, prediction=prediction, variance=d.variance, **limit
-        )
+        denoise = guided_denoiser(nnx.merge(graphdef, state), cond, null, guidance)
+        return run_sampler(d, denoise, sched, rng, (n, *shape))
 
     def sample(models, rng, n: int):
         """``n`` images ``[n, H, W, C]`` in [-1, 1]; class labels ``arange(n) % num_classes``;
@@ -278,7 +233,7 @@ def build_objective(config) -> Objective:
 
     @functools.partial(jax.jit, static_argnums=(0,))
     def _bpd(graphdef, state, x0, cond, rng):
-        denoise = _denoiser(nnx.merge(graphdef, state), cond, None, 1.0)
+        denoise = guided_denoiser(nnx.merge(graphdef, state), cond, None, 1.0)
         if bpd_eval == "exact":
             return exact_bpd(denoise, sched, rng, x0, chunk=bpd_chunk, **bound_kwargs)
         return mc_bpd(denoise, sched, rng, x0, **bound_kwargs)
