@@ -28,6 +28,7 @@ OBJECTIVES = {
     "transformer": "zoo.autoregressive.prior_objective:build_objective",
     "dalle": "zoo.autoregressive.prior_objective:build_objective",
     "parti": "zoo.autoregressive.prior_objective:build_objective",
+    "clip": "zoo.diffusion.clip_objective:build_objective",
 }
 
 
