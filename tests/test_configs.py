@@ -16,7 +16,7 @@ from zoo.main import run
 # Their default variants are the papers' models (tens of millions of parameters): the tests
 # build their tiny variants, and the model tests count the paper-size parameters abstractly.
 PAPER_SCALE = {
-    "ddpm_cifar10", "dcgan_lsun", "stylegan2_ffhq", "styleswin_ffhq", "vqgan_imagenet",
+    "ddpm_cifar10", "dcgan_lsun", "sd_v1", "stylegan2_ffhq", "styleswin_ffhq", "vqgan_imagenet",
 }  # fmt: skip
 CONFIGS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.py"))
 

@@ -15,11 +15,13 @@ T = 1000
 def _numpy_betas(name, T):
     if name == "linear":
         return np.linspace(1e-4, 0.02, T)
+    if name == "scaled_linear":  # Stable Diffusion: sqrt(beta) linear in t
+        return np.linspace(math.sqrt(0.00085), math.sqrt(0.012), T) ** 2
     ab = [math.cos((t / T + 0.008) / 1.008 * math.pi / 2) ** 2 for t in range(T + 1)]
     return np.array([min(1 - ab[t + 1] / ab[t], 0.999) for t in range(T)])
 
 
-@pytest.fixture(params=["linear", "cosine"])
+@pytest.fixture(params=["linear", "cosine", "scaled_linear"])
 def name(request):
     return request.param
 

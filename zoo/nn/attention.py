@@ -201,6 +201,8 @@ class MultiHeadAttention(nnx.Module):
     ``x: [B, N, features]`` attends to ``context: [B, M, context_features]``
     (``x`` itself when no context is given); returns ``[B, N, out_features]``
     in the compute dtype. Parameters are float32; matmuls run in ``dtype``.
+    ``qkv_bias=False`` drops the query/key/value biases (Stable Diffusion's transformer
+    blocks have none; the output projection keeps its bias).
     """
 
     def __init__(
@@ -213,6 +215,7 @@ class MultiHeadAttention(nnx.Module):
         impl: Impl = "full",
         chunk_size: int = 64,
         zero_init_out: bool = False,
+        qkv_bias: bool = True,
         dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
@@ -223,7 +226,7 @@ class MultiHeadAttention(nnx.Module):
         context_features = context_features or features
         out_features = out_features or features
         init = nnx.initializers.variance_scaling(1.0, "fan_avg", "uniform")  # as in DDPM
-        dense = dict(kernel_init=init, dtype=dtype, rngs=rngs)
+        dense = dict(kernel_init=init, use_bias=qkv_bias, dtype=dtype, rngs=rngs)
         self.query = nnx.Linear(features, features, **dense)
         self.key = nnx.Linear(context_features, features, **dense)
         self.value = nnx.Linear(context_features, features, **dense)

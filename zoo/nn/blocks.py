@@ -28,21 +28,36 @@ def num_groups(channels: int, max_groups: int = 32) -> int:
     return max(g for g in range(1, min(max_groups, channels) + 1) if channels % g == 0)
 
 
-def group_norm(channels: int, *, dtype=jnp.float32, rngs: nnx.Rngs) -> nnx.GroupNorm:
-    """GroupNorm over ``num_groups(channels)`` groups, eps 1e-6 (DDPM), output in ``dtype``."""
-    return nnx.GroupNorm(channels, num_groups(channels), epsilon=1e-6, dtype=dtype, rngs=rngs)
+def group_norm(
+    channels: int, *, eps: float = 1e-6, dtype=jnp.float32, rngs: nnx.Rngs
+) -> nnx.GroupNorm:
+    """GroupNorm over ``num_groups(channels)`` groups, output in ``dtype``.
+
+    ``eps`` is added to the variance: 1e-6 in DDPM and in the VAEs of VQGAN / latent
+    diffusion, 1e-5 (PyTorch's default) in Stable Diffusion's U-Net.
+    """
+    return nnx.GroupNorm(channels, num_groups(channels), epsilon=eps, dtype=dtype, rngs=rngs)
 
 
 def conv(
-    in_ch: int, out_ch: int, kernel: int = 3, *, stride: int = 1, zero_init=False, dtype, rngs
+    in_ch: int,
+    out_ch: int,
+    kernel: int = 3,
+    *,
+    stride: int = 1,
+    zero_init=False,
+    padding=None,
+    dtype,
+    rngs,
 ) -> nnx.Conv:
-    """``kernel x kernel`` convolution with padding 1 for kernel 3 (same size at stride 1)."""
+    """``kernel x kernel`` convolution with padding 1 for kernel 3 (same size at stride 1);
+    ``padding`` ("VALID", or nnx.Conv's per-side pairs) overrides that."""
     return nnx.Conv(
         in_ch,
         out_ch,
         (kernel, kernel),
         strides=stride,
-        padding=((kernel // 2, kernel // 2),) * 2,
+        padding=((kernel // 2, kernel // 2),) * 2 if padding is None else padding,
         kernel_init=nnx.initializers.zeros if zero_init else DEFAULT_INIT,
         dtype=dtype,
         rngs=rngs,
@@ -54,7 +69,8 @@ class ResBlock(nnx.Module):
 
     ``x: [B, H, W, in_ch]``, ``temb: [B, temb_dim]`` -> ``[B, H, W, out_ch]``. The
     shortcut is a 1x1 convolution when the channel count changes (DDPM's
-    ``nin_shortcut``). With ``temb_dim=None`` the block has no time input.
+    ``nin_shortcut``). With ``temb_dim=None`` the block has no time input. ``norm_eps``:
+    the GroupNorms' epsilon (:func:`group_norm`).
     """
 
     def __init__(
@@ -64,18 +80,19 @@ class ResBlock(nnx.Module):
         *,
         temb_dim: int | None = None,
         dropout: float = 0.0,
+        norm_eps: float = 1e-6,
         dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
         out_ch = out_ch or in_ch
-        self.norm1 = group_norm(in_ch, dtype=dtype, rngs=rngs)
+        self.norm1 = group_norm(in_ch, eps=norm_eps, dtype=dtype, rngs=rngs)
         self.conv1 = conv(in_ch, out_ch, dtype=dtype, rngs=rngs)
         self.temb_proj = (
             nnx.Linear(temb_dim, out_ch, kernel_init=DEFAULT_INIT, dtype=dtype, rngs=rngs)
             if temb_dim
             else None
         )
-        self.norm2 = group_norm(out_ch, dtype=dtype, rngs=rngs)
+        self.norm2 = group_norm(out_ch, eps=norm_eps, dtype=dtype, rngs=rngs)
         # Holds the rate and the train/eval switch; the mask is drawn per example from the
         # keys passed with each call (zoo.nn.dropout), so it does not depend on the layout.
         self.dropout = nnx.Dropout(dropout, rngs=None)
@@ -103,14 +120,24 @@ class ResBlock(nnx.Module):
 class Downsample(nnx.Module):
     """Stride-2 3x3 convolution: ``[B, H, W, C] -> [B, ceil(H/2), ceil(W/2), C]``.
 
-    Padding is symmetric (1, 1), as in diffusers/ADM; the TF DDPM reference
-    used "SAME" (0, 1) padding, which only shifts the sampling grid.
+    ``pad``: zeros before and after each spatial axis. The default (1, 1) is symmetric, as
+    in diffusers' U-Nets and ADM; (0, 1) is the TF DDPM reference's "SAME" and the encoders
+    of taming-transformers and latent diffusion (Stable Diffusion's VAE): it shifts the
+    sampling grid by half a pixel, so weights trained with one are off under the other.
     """
 
-    def __init__(self, channels: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
-        self.conv = conv(channels, channels, stride=2, dtype=dtype, rngs=rngs)
+    def __init__(
+        self, channels: int, *, pad: tuple[int, int] = (1, 1), dtype=jnp.float32, rngs: nnx.Rngs
+    ):
+        self.pad = tuple(int(p) for p in pad)
+        # Uneven padding: explicit zeros, then a VALID conv. XLA:CPU computes the kernel
+        # gradient of a conv with uneven padding 20-40x slower (DESIGN.md, "Parallelism").
+        padding = None if self.pad == (1, 1) else "VALID"
+        self.conv = conv(channels, channels, stride=2, padding=padding, dtype=dtype, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        if self.pad != (1, 1):
+            x = jnp.pad(x, ((0, 0), self.pad, self.pad, (0, 0)))
         return self.conv(x)
 
 
@@ -146,10 +173,11 @@ class AttentionBlock(nnx.Module):
         impl: Impl = "full",
         chunk_size: int = 64,
         context_dim: int | None = None,
+        norm_eps: float = 1e-6,
         dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
-        self.norm = group_norm(channels, dtype=dtype, rngs=rngs)
+        self.norm = group_norm(channels, eps=norm_eps, dtype=dtype, rngs=rngs)
         self.attn = MultiHeadAttention(
             channels,
             num_heads=num_heads,

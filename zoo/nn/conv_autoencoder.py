@@ -48,6 +48,9 @@ class Encoder(nnx.Module):
       attn_resolutions: resolutions (side length in pixels) with self-attention after
         each residual block.
       image_size: input side length (to place the attention layers).
+      downsample_pad: zeros before/after each side in the stride-2 convolutions
+        (:class:`~zoo.nn.blocks.Downsample`): (1, 1) by default; (0, 1) in taming's and
+        latent diffusion's encoders, so Stable Diffusion's VAE weights need it.
     """
 
     def __init__(
@@ -60,6 +63,7 @@ class Encoder(nnx.Module):
         num_res_blocks: int,
         attn_resolutions: tuple[int, ...],
         image_size: int,
+        downsample_pad: tuple[int, int] = (1, 1),
         dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
@@ -73,7 +77,7 @@ class Encoder(nnx.Module):
                 blocks.append(ResBlock(width, ch * mult, **kw))
                 width = ch * mult
                 attns.append(AttentionBlock(width, **kw) if res in attn_resolutions else None)
-            down = Downsample(width, **kw) if i < len(ch_mult) - 1 else None
+            down = Downsample(width, pad=downsample_pad, **kw) if i < len(ch_mult) - 1 else None
             levels.append(_Level(blocks, attns, down))
             res = res // 2 if down is not None else res
         self.levels = nnx.List(levels)

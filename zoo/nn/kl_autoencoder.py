@@ -93,17 +93,32 @@ class KLAutoencoder(nnx.Module):
       arch: the :class:`~zoo.nn.conv_autoencoder.Encoder` / ``Decoder`` fields ``ch,
         ch_mult, num_res_blocks, attn_resolutions, image_size`` (the input side in pixels);
         ``f = 2 ** (len(ch_mult) - 1)``.
+      downsample_pad: the encoder's downsampling padding, (1, 1) or (0, 1) (Stable
+        Diffusion's VAE: :class:`~zoo.nn.blocks.Downsample`).
+
+    Stable Diffusion's VAE (diffusers' AutoencoderKL) is ``channels=3, z_channels=4,
+    ch=128, ch_mult=(1, 2, 4, 4), num_res_blocks=2, attn_resolutions=(),
+    downsample_pad=(0, 1)``: 83,653,863 parameters.
     """
 
     def __init__(
-        self, *, channels: int, z_channels: int, dtype=jnp.float32, rngs: nnx.Rngs, **arch
+        self,
+        *,
+        channels: int,
+        z_channels: int,
+        downsample_pad: tuple[int, int] = (1, 1),
+        dtype=jnp.float32,
+        rngs: nnx.Rngs,
+        **arch,
     ):
         self.factor = downsampling_factor(arch["image_size"], arch["ch_mult"])
         if int(z_channels) < 1:
             raise ValueError(f"z_channels must be >= 1, got {z_channels}")
         self.z_channels = int(z_channels)
         z2 = 2 * self.z_channels
-        self.encoder = Encoder(channels, z2, dtype=dtype, rngs=rngs, **arch)
+        self.encoder = Encoder(
+            channels, z2, downsample_pad=downsample_pad, dtype=dtype, rngs=rngs, **arch
+        )
         self.moments_conv = conv(z2, z2, 1, dtype=dtype, rngs=rngs)
         self.post_conv = conv(self.z_channels, self.z_channels, 1, dtype=dtype, rngs=rngs)
         self.decoder = Decoder(self.z_channels, channels, dtype=dtype, rngs=rngs, **arch)
@@ -152,7 +167,8 @@ class KLAutoencoder(nnx.Module):
 def autoencoder_from_config(config, rngs: nnx.Rngs | None = None) -> KLAutoencoder:
     """The :class:`KLAutoencoder` of a ``klvae`` run's config (a stage-2 run passes the
     stage-1 run's): ``data.channels``, ``data.image_size``, ``vq.ch, ch_mult,
-    num_res_blocks, attn_resolutions`` and ``autoencoder.z_channels``."""
+    num_res_blocks, attn_resolutions``, optional ``vq.downsample_pad`` (default (1, 1)) and
+    ``autoencoder.z_channels``."""
     v, data = config.vq, config.data
     return KLAutoencoder(
         channels=int(data.channels),
@@ -162,5 +178,6 @@ def autoencoder_from_config(config, rngs: nnx.Rngs | None = None) -> KLAutoencod
         ch_mult=tuple(v.ch_mult),
         num_res_blocks=int(v.num_res_blocks),
         attn_resolutions=tuple(v.attn_resolutions),
+        downsample_pad=tuple(v.get("downsample_pad", (1, 1))),
         rngs=rngs or nnx.Rngs(int(config.seed)),
     )
