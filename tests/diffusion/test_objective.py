@@ -62,7 +62,7 @@ class StandIn(nnx.Module):
 
 @pytest.fixture
 def stand_in(monkeypatch):
-    def build(cfg, *, image_size, channels, num_classes=0, rngs):
+    def build(cfg, *, image_size, channels, num_classes=0, in_channels=None, rngs):
         return StandIn(channels, num_classes, rngs=rngs)
 
     monkeypatch.setattr(unet, "unet_from_config", build)

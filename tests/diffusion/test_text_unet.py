@@ -8,6 +8,7 @@ import pytest
 from flax import nnx
 
 from configs import glide_shapes
+from tests.diffusion.helpers import perturb_params
 from zoo import registry
 from zoo.data import shapes
 from zoo.engine.objective import Context
@@ -62,12 +63,7 @@ def test_empty_caption_is_the_unconditional_input():
     # The null condition of guidance: all padding. The U-Net must then see no text at all,
     # so its output cannot depend on the caption encoder's weights.
     _, _, net = tiny()
-    # Zero-initialised layers make the U-Net at init ignore its conditions: perturb them all.
-    params = nnx.state(net.unet, nnx.Param)
-    leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.key(1), len(leaves))
-    noise = [p + 0.1 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys, strict=True)]
-    nnx.update(net.unet, jax.tree.unflatten(treedef, noise))
+    perturb_params(net.unet, 0.1, seed=1)
     x = jax.random.normal(jax.random.key(0), (3, 16, 16, 3))
     t = jnp.array([1, 20, 40])
     captions = jnp.asarray(shapes.caption_table()[0][:3])

@@ -76,3 +76,16 @@ def ldm_config() -> ml_collections.ConfigDict:
     c.latent = ml_collections.ConfigDict(dict(scale_factor=0.0))
     c.diffusion.update(dict(clip_denoised=False, bpd_eval="none"))
     return c
+
+
+def cascade_config() -> ml_collections.ConfigDict:
+    """Imagen's super-resolution stage (``model = "imagen_sr"``) over the base run in
+    ``config.stages.base``: ``cascade.low_res`` (the base's image size), the largest training
+    augmentation level ``max_aug_t`` and the level ``sample_aug_t`` used at sampling (steps of
+    this run's schedule); dynamic thresholding at 0.995 (Saharia et al. 2022)."""
+    c = ddpm_config()
+    c.model = "imagen_sr"
+    c.stages.base = stage_entry("model")
+    c.cascade = ml_collections.ConfigDict(dict(low_res=64, max_aug_t=500, sample_aug_t=100))
+    c.diffusion.update(dict(dynamic_threshold=0.995, bpd_eval="none"))
+    return c

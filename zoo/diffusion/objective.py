@@ -1,6 +1,6 @@
 """The DDPM objective for the engine: one player (Algorithm 4.1), a sampler and bits/dim.
 
-Config fields read (``config.model == "ddpm"``):
+Config fields read (``config.model`` in ``"ddpm" | "ldm" | "imagen_sr"``):
   data: image_size, channels, num_classes
   unet: the U-Net fields (see :func:`zoo.diffusion.unet.unet_from_config`)
   diffusion: schedule ('linear' | 'cosine'), timesteps, beta_start, beta_end
@@ -10,6 +10,9 @@ Config fields read (``config.model == "ddpm"``):
     'class' | 'text'), condition_dropout, guidance_scale, bpd_eval ('mc' | 'exact' |
     'none'), bpd_chunk (optional, default 1)
   text_encoder (condition 'text'): dim, depth, num_heads, dropout
+  ldm: stages.autoencoder (a klvae run), latent.scale_factor (:mod:`zoo.diffusion.latent`)
+  imagen_sr: stages.base (the base run), cascade.low_res, max_aug_t, sample_aug_t
+    (:mod:`zoo.diffusion.cascade`)
   optim, train.steps, ema_decay, seed
 
 Conditioning: ``'class'`` reads ``batch["label"]`` (the null condition is the label
@@ -32,6 +35,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from zoo.diffusion.cascade import SuperResolution, base_config_of, degrade, upsample
 from zoo.diffusion.ddpm import (
     PREDICTIONS,
     VARIANCES,
@@ -49,7 +53,9 @@ from zoo.engine.objective import Objective, Player
 from zoo.engine.optim import make_optimizer
 from zoo.engine.rng import example_keys, per_example
 
-MODELS = ("ddpm", "ldm")  # ldm: the same objective on a frozen autoencoder's latents
+# ldm: the same objective on a frozen autoencoder's latents; imagen_sr: a cascade's
+# super-resolution stage (zoo.diffusion.cascade)
+MODELS = ("ddpm", "ldm", "imagen_sr")
 CONDITIONS = ("none", "class", "text")
 BPD_EVALS = ("mc", "exact", "none")
 
@@ -57,7 +63,7 @@ BPD_EVALS = ("mc", "exact", "none")
 def schedule_from_config(d) -> Schedule:
     """The :class:`Schedule` named by ``config.diffusion``."""
     kwargs = {}
-    if d.schedule == "linear":
+    if d.schedule in ("linear", "scaled_linear"):
         kwargs = dict(beta_start=d.beta_start, beta_end=d.beta_end)
     return make_schedule(d.schedule, d.timesteps, **kwargs)
 
@@ -93,8 +99,45 @@ def _check_config(config) -> None:
             "latent diffusion (model 'ldm') diffuses unbounded latents and has no pixel "
             "likelihood: set diffusion.clip_denoised=False, dynamic_threshold=0, bpd_eval='none'"
         )
+    if config.model == "imagen_sr":
+        _check_cascade(config)
     if d.condition == "none" and float(d.guidance_scale) != 1.0:
         raise ValueError("diffusion.guidance_scale != 1 needs a condition ('class' or 'text')")
+
+
+def _check_cascade(config) -> None:
+    c, T, size = config.cascade, int(config.diffusion.timesteps), int(config.data.image_size)
+    if not 1 <= int(c.low_res) < size:
+        raise ValueError(f"cascade.low_res={c.low_res} must lie in [1, data.image_size={size})")
+    for field in ("max_aug_t", "sample_aug_t"):
+        if not 0 <= int(c[field]) < T:
+            raise ValueError(f"cascade.{field}={c[field]} must be a step in [0, T={T})")
+    if config.diffusion.bpd_eval != "none":
+        raise ValueError("a super-resolution stage has no bits/dim eval: diffusion.bpd_eval='none'")
+
+
+def denoiser_from_config(config, *, size: int, channels: int, in_channels: int | None = None):
+    """The network ``config`` conditions as it says: a U-Net (class labels or none) or a
+    caption U-Net, for ``[B, size, size, in_channels]`` inputs (default ``channels``) and
+    ``channels`` outputs."""
+    # Imported here so that the math modules load without the network.
+    from zoo.diffusion.unet import unet_from_config
+
+    rngs = nnx.Rngs(config.seed)
+    sizes = dict(image_size=size, channels=channels, in_channels=in_channels or channels)
+    if config.diffusion.condition == "text":
+        from zoo.data import shapes
+        from zoo.diffusion.text_unet import text_unet_from_config
+
+        return text_unet_from_config(
+            config,
+            vocab_size=shapes.SHAPES_TOKENIZER.vocab_size,
+            max_len=shapes.SHAPES_MAX_LEN,
+            rngs=rngs,
+            **sizes,
+        )
+    classes = int(config.data.num_classes) if config.diffusion.condition == "class" else 0
+    return unet_from_config(config.unet, num_classes=classes, rngs=rngs, **sizes)
 
 
 def build_objective(config) -> Objective:
@@ -102,9 +145,6 @@ def build_objective(config) -> Objective:
     if config.model not in MODELS:
         raise ValueError(f"diffusion objective builds {MODELS}, not {config.model!r}")
     _check_config(config)
-    # Imported here so that the math modules load without the network.
-    from zoo.diffusion.unet import unet_from_config
-
     d, data = config.diffusion, config.data
     sched = schedule_from_config(d)
     T = sched.num_timesteps
@@ -120,31 +160,28 @@ def build_objective(config) -> Objective:
     else:
         size, channels = data.image_size, data.channels
     shape = (size, size, channels)
-    rngs = nnx.Rngs(config.seed)
     if condition == "text":
         from zoo.data import shapes
-        from zoo.diffusion.text_unet import text_unet_from_config
 
         table_tokens, table_attributes = (jnp.asarray(a) for a in shapes.caption_table())
         num_captions = int(table_tokens.shape[0])
-        net = text_unet_from_config(
-            config,
-            vocab_size=shapes.SHAPES_TOKENIZER.vocab_size,
-            max_len=int(table_tokens.shape[1]),
-            image_size=size,
-            channels=channels,
-            rngs=rngs,
-        )
-    else:
-        net = unet_from_config(
-            config.unet,
-            image_size=size,
-            channels=channels,
-            num_classes=int(data.num_classes) if condition == "class" else 0,
-            rngs=rngs,
-        )
+    sr = config.model == "imagen_sr"
+    in_channels = 2 * channels if sr else channels  # SR: the low-res image on the channels
+    net = denoiser_from_config(config, size=size, channels=channels, in_channels=in_channels)
     if latent:
         net = LatentDenoiser(net, float(config.latent.scale_factor))
+    if sr:
+        net = SuperResolution(
+            net,
+            ch=int(config.unet.ch),
+            temb_dim=4 * int(config.unet.ch),
+            rngs=nnx.Rngs(config.seed),
+        )
+        cascade = config.cascade
+        low_res, sample_aug_t = int(cascade.low_res), int(cascade.sample_aug_t)
+        base_config = base_config_of(config)
+        frozen["base"] = denoiser_from_config(base_config, size=low_res, channels=data.channels)
+        base_sched = schedule_from_config(base_config.diffusion)
     prediction, clip = d.prediction, bool(d.clip_denoised)
     bpd_eval, bpd_chunk = d.bpd_eval, int(d.get("bpd_chunk", 1))
     bound_kwargs = dict(prediction=prediction, variance=d.variance, clip_denoised=clip)
@@ -183,12 +220,21 @@ def build_objective(config) -> Objective:
         t, eps, u = per_example(ctx, draw)
         xt = q_sample(sched, x0, t, eps)  # eq. 4.3
         cond = condition_of(batch)
-        keys = example_keys(ctx, "dropout")
+
+        def augmentation(key):  # the SR stage's augmentation level and noise
+            k_t, k_eps = jax.random.split(key)
+            level = jax.random.randint(k_t, (), 0, int(config.cascade.max_aug_t) + 1)
+            return level, jax.random.normal(k_eps, x0.shape[1:], jnp.float32)
+
+        extra = {"dropout_key": example_keys(ctx, "dropout")}
+        if sr:  # the shrunk image, noise-augmented at a random level the network is told
+            aug_t, aug_eps = jax.vmap(augmentation)(example_keys(ctx, "augment"))
+            extra.update(lowres=q_sample(sched, degrade(x0, low_res), aug_t, aug_eps), aug_t=aug_t)
         if cond is None:
-            out = model(xt, t, dropout_key=keys)
+            out = model(xt, t, **extra)
         else:
             keep = (u >= drop_p).reshape((-1,) + (1,) * (cond.ndim - 1))
-            out = model(xt, t, jnp.where(keep, cond, null_of(cond)), dropout_key=keys)
+            out = model(xt, t, jnp.where(keep, cond, null_of(cond)), **extra)
         value = diffusion_loss(out, prediction_target(sched, x0, eps, t, prediction))
         aux = {"loss": value}
         if latent:
@@ -208,10 +254,30 @@ def build_objective(config) -> Objective:
         return None, {}
 
     @functools.partial(jax.jit, static_argnums=(0, 4))
-    def _sample(graphdef, state, rng, cond, n):
+    def _sample(graphdef, state, rng, cond, n, extra=None):
         null = None if cond is None else null_of(cond)
-        denoise = guided_denoiser(nnx.merge(graphdef, state), cond, null, guidance)
+        denoise = guided_denoiser(nnx.merge(graphdef, state), cond, null, guidance, extra)
         return run_sampler(d, denoise, sched, rng, (n, *shape))
+
+    @functools.partial(jax.jit, static_argnums=(0, 4))
+    def _base_sample(graphdef, state, rng, cond, n):
+        """The base stage's samples ``[n, low, low, C]``, with the base run's own settings."""
+        b = base_config.diffusion
+        null = None if cond is None else null_of(cond)
+        denoise = guided_denoiser(nnx.merge(graphdef, state), cond, null, b.guidance_scale)
+        low = run_sampler(b, denoise, base_sched, rng, (n, low_res, low_res, data.channels))
+        return jnp.clip(low, -1.0, 1.0)
+
+    def low_resolution(models, rng, n):
+        """The SR stage's inputs for ``n`` samples of the cascade: ({the base stage's samples
+        upsampled and noise-augmented ``[n, H, W, C]``, their level ``[n]``}, the condition,
+        the fields returned)."""
+        k_cond, k_base, k_aug = jax.random.split(rng, 3)
+        cond, fields = conditions(k_cond, n)
+        low = upsample(_base_sample(*nnx.split(models("base")), k_base, cond, n), size)
+        aug_t = jnp.full((n,), sample_aug_t, jnp.int32)
+        low = q_sample(sched, low, aug_t, jax.random.normal(k_aug, low.shape))
+        return {"lowres": low, "aug_t": aug_t}, cond, fields
 
     def sample(models, rng, n: int):
         """``n`` images ``[n, H, W, C]`` in [-1, 1]; class labels ``arange(n) % num_classes``;
@@ -219,8 +285,12 @@ def build_objective(config) -> Objective:
         model = models("model", train=False)
         graphdef, state = nnx.split(model)
         k_cond, k_sample = jax.random.split(rng)
-        cond, fields = conditions(k_cond, int(n))
-        images = _sample(graphdef, state, k_sample, cond, int(n))
+        extra = None
+        if sr:
+            extra, cond, fields = low_resolution(models, k_cond, int(n))
+        else:
+            cond, fields = conditions(k_cond, int(n))
+        images = _sample(graphdef, state, k_sample, cond, int(n), extra)
         if latent:
             ae_graph, ae_state = nnx.split(models("autoencoder"))
             images = _decode(ae_graph, ae_state, images / model.scale[...])

@@ -31,18 +31,26 @@ class TextUNet(nnx.Module):
         self.text, self.unet = text, unet
 
     def __call__(
-        self, x: jax.Array, t: jax.Array, tokens: jax.Array, *, dropout_key=None
+        self, x: jax.Array, t: jax.Array, tokens: jax.Array, *, extra_emb=None, dropout_key=None
     ) -> jax.Array:
         # Distinct dropout streams for the text encoder and the U-Net.
         text_key = None if dropout_key is None else fold_in(dropout_key, 1 << 20)
         local, pooled, mask = self.text(tokens, dropout_key=text_key)
         return self.unet(
-            x, t, context=local, context_mask=mask, pooled=pooled, dropout_key=dropout_key
-        )
+            x, t, context=local, context_mask=mask, pooled=pooled, extra_emb=extra_emb,
+            dropout_key=dropout_key,
+        )  # fmt: skip
 
 
 def text_unet_from_config(
-    config, *, vocab_size: int, max_len: int, image_size: int, channels: int, rngs: nnx.Rngs
+    config,
+    *,
+    vocab_size: int,
+    max_len: int,
+    image_size: int,
+    channels: int,
+    in_channels: int | None = None,
+    rngs: nnx.Rngs,
 ) -> TextUNet:
     """A :class:`TextUNet` from ``config.unet`` and ``config.text_encoder`` (dim, depth,
     num_heads, dropout) for inputs ``[B, image_size, image_size, channels]`` (images, or a
@@ -61,6 +69,7 @@ def text_unet_from_config(
         config.unet,
         image_size=int(image_size),
         channels=int(channels),
+        in_channels=in_channels,
         context_dim=int(t.dim),
         rngs=rngs,
     )
