@@ -26,6 +26,7 @@ VARIANTS = {
 def get_config(arg: str | None = None):
     c = ddpm_config()
     c.ema_decay = 0.999
+    c.ema_warmup = True  # a 5,000-step EMA must forget the initial weights (zoo.engine.step)
     c.data.update(dict(name="shapes", image_size=16, channels=3, batch_size=64, random_flip=False))
     c.unet.update(dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), dropout=0.0))
     c.text_encoder.update(dict(dim=64, depth=2, num_heads=4))

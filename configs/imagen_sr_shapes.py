@@ -28,6 +28,7 @@ VARIANTS = {
 def get_config(arg: str | None = None):
     c = cascade_config()
     c.ema_decay = 0.999
+    c.ema_warmup = True  # a 5,000-step EMA must forget the initial weights (zoo.engine.step)
     c.data.update(dict(name="shapes", image_size=32, channels=3, batch_size=32, random_flip=False))
     c.cascade.update(dict(low_res=16, max_aug_t=500, sample_aug_t=100))
     c.unet.update(

@@ -10,7 +10,7 @@ from flax import nnx
 from zoo.engine.objective import Objective, Player
 from zoo.engine.rng import per_example
 from zoo.engine.state import init_state, split_modules
-from zoo.engine.step import build_train_step
+from zoo.engine.step import build_train_step, ema_decay_at
 
 
 class Net(nnx.Module):
@@ -146,6 +146,23 @@ def test_ema_follows_params_by_its_formula():
         expected = decay * expected + (1 - decay) * new
     np.testing.assert_allclose(state.ema["model"]["dense"]["kernel"], expected, rtol=1e-6)
     assert not np.allclose(expected, new, rtol=1e-3)  # the EMA lags the parameters
+
+
+def test_ema_warmup_uses_the_smaller_decay_early():
+    """With warm-up, step n uses min(d, (1 + n) / (10 + n)): 0.1, 2/11, 3/12, then d = 0.25."""
+    decay = 0.25
+    objective = one_player(ema={"model": decay})
+    graphs, params, rest = split_modules(objective.modules)
+    state = init_state(objective, params, rest)
+    step = jax.jit(build_train_step(objective, graphs, seed=0, ema_warmup=True), static_argnums=2)
+    expected = np.asarray(params["model"]["dense"]["kernel"])
+    for n, d in enumerate((1 / 10, 2 / 11, decay, decay)):
+        np.testing.assert_allclose(ema_decay_at(decay, jnp.int32(n)), d, rtol=1e-6)
+        state, _ = step(state, make_batch(), (True,))
+        new = np.asarray(state.params["model"]["dense"]["kernel"])
+        expected = d * expected + (1 - d) * new
+    np.testing.assert_allclose(state.ema["model"]["dense"]["kernel"], expected, rtol=1e-6)
+    np.testing.assert_allclose(ema_decay_at(0.999, jnp.int32(2000)), 2001 / 2010, rtol=1e-6)
 
 
 class Deep(nnx.Module):

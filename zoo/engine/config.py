@@ -65,6 +65,7 @@ def check_config(config) -> None:
     _integer(config, "eval.num_examples", minimum=0, note="0: all", default=0)
     _integer(config, "eval.num_samples", minimum=0, note="0: no sample metrics", default=0)
     _number(config, "ema_decay", 0.0, 1.0, default=0.0, high_open=True)
+    _boolean(config, "ema_warmup", default=False)
 
     _check_optim(config, "optim", optim)
     if config.get("optim_d") is not None:  # GANs: the discriminator's changes to optim
@@ -281,6 +282,9 @@ def base_config():
     c.seed = 0
     c.parallel = "jit"  # or "pmap": the same step under jax.pmap
     c.ema_decay = 0.0
+    # True: decay min(ema_decay, (1 + n) / (10 + n)) after step n, so that a short run's EMA
+    # forgets the initial weights (zoo.engine.step.ema_decay_at).
+    c.ema_warmup = False
     # Trained runs this one loads (zoo.engine.stages): role -> stage_entry(...).
     c.stages = ml_collections.ConfigDict()  # frozen roles
     c.init = ml_collections.ConfigDict()  # trained roles' initial weights

@@ -121,6 +121,7 @@ class Trainer:
             seed=int(config.seed),
             on_nonfinite=train.get("on_nonfinite", "stop"),
             axis_name=batch_axis,
+            ema_warmup=bool(config.get("ema_warmup", False)),
         )
         self.run_step = self.runner.compile_step(step_fn, self.abstract_state)
         self._sampler = self._evaluator = self._eval_source = self._figures = None
