@@ -61,7 +61,11 @@ def exact_bound(trainer, state, config, n: int) -> dict:
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("workdir")
-    p.add_argument("--sampler", choices=("ddim", "ancestral"), default="ddim")
+    p.add_argument(
+        "--sampler",
+        choices=("ddim", "ancestral", "dpm_solver_pp"),
+        help="diffusion models: replace the run's sampler (default: the run's own)",
+    )
     p.add_argument("--num", type=int, default=500, help="samples for the FD")
     p.add_argument("--exact_bpd", type=int, default=0, help="held-out examples; 0: skip")
     p.add_argument("--set", action="append", default=[], help="field=value, e.g. prior.top_k=8")
@@ -74,8 +78,10 @@ def main():
         set_fields(config, args.set)
     except ValueError as err:
         raise SystemExit(f"--set {err}") from None
-    ddpm = config.model == "ddpm"
-    if ddpm:
+    if args.exact_bpd and (config.model != "ddpm" or config.diffusion.condition != "none"):
+        raise SystemExit("--exact_bpd is the bound of an unconditional pixel DDPM (model 'ddpm')")
+    diffusion = config.model in ("ddpm", "ldm", "imagen_sr")
+    if diffusion and args.sampler:
         config.diffusion.sampler = args.sampler
     trainer = Trainer(
         config,
@@ -88,8 +94,8 @@ def main():
         raise SystemExit(f"no checkpoint in {args.workdir}")
     samples = trainer.samples(state, args.num, seed_offset=12345)
     result = {"step": step, "num_samples": args.num, "set": args.set}
-    if ddpm:
-        result["sampler"] = args.sampler
+    if diffusion:
+        result["sampler"] = config.diffusion.sampler
     result.update(trainer.sample_evals[0](samples))
     if args.exact_bpd:
         result["exact_bound"] = exact_bound(trainer, state, config, args.exact_bpd)
