@@ -13,22 +13,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from zoo.diffusion import ddim, ddpm, schedules
+from tests.diffusion.helpers import MU, S, gaussian_denoiser
+from zoo.diffusion import ddim, schedules
 from zoo.diffusion.dpm_solver import dpm_solver_pp_coefficients, dpm_solver_pp_sample
 
-MU, S = 0.3, 0.5
 N = 4096  # draws of x_T; the error is max |x - exact| over them
-
-
-def gaussian_denoiser(sched, prediction="eps"):
-    def denoise(x, t):
-        a = ddpm.extract(sched.sqrt_alphas_cumprod, t, x)
-        sig = ddpm.extract(sched.sqrt_one_minus_alphas_cumprod, t, x)
-        eps = sig * (x - a * MU) / (a**2 * S**2 + sig**2)
-        x0 = (x - sig * eps) / a
-        return {"eps": eps, "x0": x0, "v": a * eps - sig * x0}[prediction]
-
-    return denoise
 
 
 def exact_ode_solution(name, key, shape):

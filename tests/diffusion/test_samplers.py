@@ -13,21 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests.diffusion.helpers import MU, S, gaussian_denoiser
 from zoo.diffusion import ddim, ddpm, schedules
 
-MU, S = 0.3, 0.5
 N = 8000  # samples: standard errors of mean/std are about 0.006 / 0.004
-
-
-def gaussian_denoiser(sched, prediction="eps"):
-    def denoise(x, t):
-        a = ddpm.extract(sched.sqrt_alphas_cumprod, t, x)
-        sig = ddpm.extract(sched.sqrt_one_minus_alphas_cumprod, t, x)
-        eps = sig * (x - a * MU) / (a**2 * S**2 + sig**2)
-        x0 = (x - sig * eps) / a
-        return {"eps": eps, "x0": x0, "v": a * eps - sig * x0}[prediction]
-
-    return denoise
 
 
 def chain_moments(betas, steps, eta=None, variance="fixed_small"):
