@@ -51,13 +51,7 @@ def tokenizer_of(config):
             f"config.stages.tokenizer names a {source.get('model')!r} run; a prior needs a "
             f"tokenizer run with codes ({', '.join(DISCRETE_TOKENIZERS)})"
         )
-    for field in ("image_size", "channels"):
-        mine, theirs = config.data.get(field), source.data.get(field)
-        if mine != theirs:
-            raise ValueError(
-                f"data.{field}={mine} but the tokenizer in config.stages.tokenizer was trained "
-                f"with data.{field}={theirs}: set --config.data.{field}={theirs}"
-            )
+    stages.require_same_data(config, source, "tokenizer")
     return tokenizer_from_config(source), source
 
 

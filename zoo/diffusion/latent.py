@@ -62,11 +62,5 @@ def autoencoder_of(config) -> tuple[KLAutoencoder, object]:
             f"config.stages.autoencoder names a {source.get('model')!r} run; latent diffusion "
             "needs a 'klvae' run (python -m zoo.main --config=configs/autoencoder_shapes.py)"
         )
-    for field in ("image_size", "channels"):
-        mine, theirs = config.data.get(field), source.data.get(field)
-        if mine != theirs:
-            raise ValueError(
-                f"data.{field}={mine} but the autoencoder in config.stages.autoencoder was "
-                f"trained with data.{field}={theirs}: set --config.data.{field}={theirs}"
-            )
+    stages.require_same_data(config, source, "autoencoder")
     return autoencoder_from_config(source), source

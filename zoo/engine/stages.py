@@ -171,6 +171,18 @@ def source_config(config, name: str, section: str = "stages") -> ml_collections.
     return ml_collections.ConfigDict(restored.config)
 
 
+def require_same_data(config, source, name: str, fields=("image_size", "channels")) -> None:
+    """A clear error when the run in ``config.stages.<name>`` (its config ``source``) was
+    trained on other ``data.<field>`` values than ``config`` sets, naming the fix."""
+    for field in fields:
+        mine, theirs = config.data.get(field), source.data.get(field)
+        if mine != theirs:
+            raise ValueError(
+                f"data.{field}={mine} but the {name} in config.stages.{name} was trained "
+                f"with data.{field}={theirs}: set --config.data.{field}={theirs}"
+            )
+
+
 def _shape_errors(saved, wanted) -> list[str]:
     """Lines naming each path whose shape differs, or that only one side has."""
     saved, wanted = flat_paths(saved), flat_paths(wanted)
