@@ -1,0 +1,36 @@
+"""experiments/evals/checkpoint_quality.py: sample quality of a run's newest checkpoint."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def quality(*args):
+    return subprocess.run(
+        [sys.executable, "experiments/evals/checkpoint_quality.py", *map(str, args)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+@pytest.mark.slow  # a tiny run, then the script three times in fresh processes
+def test_checkpoint_quality_keeps_the_runs_sampler_unless_told(tmp_path):
+    workdir = tmp_path / "ddpm"
+    train = subprocess.run(
+        [sys.executable, "-m", "zoo.main", "--config=configs/ddpm_digits.py:tiny",
+         f"--workdir={workdir}", "--config.diffusion.sampler=ancestral"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert train.returncode == 0, train.stderr[-2000:]
+    # The old script replaced every DDPM's sampler with DDIM unless told otherwise.
+    for args, sampler in (((), "ancestral"), (("--sampler", "dpm_solver_pp"), "dpm_solver_pp")):
+        proc = quality(workdir, "--num", 8, *args)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert out["sampler"] == sampler and out["step"] == 6 and "fd" in out
+    proc = quality(workdir, "--num", 8, "--set", "diffusion.condition='text'", "--exact_bpd", 8)
+    assert proc.returncode != 0 and "--exact_bpd is the bound of an unconditional" in proc.stderr
