@@ -25,8 +25,9 @@ from zoo.nn.embeddings import timestep_embedding
 
 
 def degrade(images: jax.Array, low_res: int) -> jax.Array:
-    """``images [B, H, W, C]`` shrunk to ``low_res`` (area-averaging, antialiased) and
-    enlarged back to ``H x W`` (bilinear): the SR stage's conditioning image, same shape."""
+    """``images [B, H, W, C]`` shrunk to ``low_res`` (bilinear with antialiasing: a triangle
+    filter as wide as the shrink factor) and enlarged back to ``H x W`` (bilinear): the SR
+    stage's conditioning image, same shape."""
     b, h, w, c = images.shape
     small = jax.image.resize(images, (b, low_res, low_res, c), "linear", antialias=True)
     return upsample(small, h)
@@ -67,16 +68,16 @@ def base_config_of(config):
             f"config.stages.base names a {source.get('model')!r} run; a super-resolution "
             "stage needs a pixel diffusion run (model 'ddpm') as its base"
         )
-    low, mine = int(config.cascade.low_res), source.diffusion.condition
+    low, theirs = int(config.cascade.low_res), source.diffusion.condition
     if int(source.data.image_size) != low:
         raise ValueError(
             f"the base run in config.stages.base makes {source.data.image_size}x"
             f"{source.data.image_size} images but cascade.low_res={low}: set "
             f"--config.cascade.low_res={source.data.image_size}"
         )
-    if mine != config.diffusion.condition:
+    if theirs != config.diffusion.condition:
         raise ValueError(
-            f"the base run is conditioned on {mine!r}, this stage on "
+            f"the base run is conditioned on {theirs!r}, this stage on "
             f"{config.diffusion.condition!r}: a cascade passes one condition down its stages"
         )
     return source
