@@ -4,6 +4,8 @@
     python experiments/evals/checkpoint_quality.py runs/ddpm_digits --exact_bpd 297
     python experiments/evals/checkpoint_quality.py runs/stylegan2_digits   # any model
     python experiments/evals/checkpoint_quality.py runs/parti_shapes --set prior.guidance_scale=3
+    python experiments/evals/checkpoint_quality.py runs/glide_shapes \
+        --clip_run runs/clip_shapes_noisy --clip_guidance 100   # GLIDE's CLIP guidance
 
 Reads the run's own config.json, so it scores the model the run trained.
 Prints JSON: digits FD of ``--num`` samples (EMA parameters) with the chosen
@@ -23,6 +25,7 @@ from zoo.diffusion.likelihood import prior_bpd, vlb_terms
 from zoo.diffusion.objective import schedule_from_config
 from zoo.engine.config import load_run_config, set_fields
 from zoo.engine.loop import Trainer
+from zoo.engine.stages import stage_entry
 from zoo.engine.step import Models
 from zoo.evals.sample_metrics import sample_metrics
 
@@ -69,6 +72,13 @@ def main():
     p.add_argument("--num", type=int, default=500, help="samples for the FD")
     p.add_argument("--exact_bpd", type=int, default=0, help="held-out examples; 0: skip")
     p.add_argument("--set", action="append", default=[], help="field=value, e.g. prior.top_k=8")
+    p.add_argument(
+        "--clip_run",
+        help="caption diffusion models: guide the ancestral sampler with this noise-aware CLIP "
+        "run (configs/clip_shapes.py:noisy); its weights are copied into the run's stages/ "
+        "on first use and kept, as a stage's are",
+    )
+    p.add_argument("--clip_guidance", type=float, default=0.0, help="with --clip_run: scale s")
     args = p.parse_args()
     try:
         config = load_run_config(args.workdir)
@@ -83,6 +93,12 @@ def main():
     diffusion = config.model in ("ddpm", "ldm", "imagen_sr")
     if diffusion and args.sampler:
         config.diffusion.sampler = args.sampler
+    if bool(args.clip_run) != (args.clip_guidance > 0):
+        raise SystemExit("--clip_run and --clip_guidance > 0 go together")
+    if args.clip_run:
+        config.stages.clip = stage_entry("model", args.clip_run)
+        config.diffusion.clip_guidance_scale = args.clip_guidance
+        config.diffusion.sampler = args.sampler or "ancestral"
     trainer = Trainer(
         config,
         args.workdir,

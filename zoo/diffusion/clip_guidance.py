@@ -8,16 +8,27 @@ classifier by a CLIP: the shifted mean is
 
 where f and g are the image and caption embeddings of a *noise-aware* CLIP (trained on x_t,
 given t; :mod:`zoo.diffusion.clip_objective`), so the gradient is meaningful at every step.
-Both functions are pure: a sampler computes ``mean`` and ``variance`` as it always does
-(:func:`zoo.diffusion.ddpm.p_mean_variance`) and calls them in between.
+The functions are pure: the ancestral sampler computes ``mean`` and ``variance`` as it
+always does (:func:`zoo.diffusion.ddpm.p_mean_variance`) and calls
+:func:`clip_mean_shift`'s function in between. A diffusion run turns it on with
+``diffusion.clip_guidance_scale > 0`` and a CLIP run in ``config.stages.clip``
+(:func:`clip_of` builds that frozen role and checks it fits).
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
-from zoo.diffusion.clip import CLIP
+from zoo.diffusion.clip import CLIP, clip_from_config
+from zoo.diffusion.ddpm import MeanShift
+from zoo.diffusion.sampling import tile
+from zoo.engine import stages
+
+# The fields of config.diffusion that define q(x_t | x_0): a noise-aware CLIP's t means the
+# same noise level as the guided model's only when they agree.
+FORWARD_PROCESS = ("schedule", "timesteps", "beta_start", "beta_end")
 
 
 def clip_similarity(clip_model: CLIP, x_t: jax.Array, t: jax.Array, tokens: jax.Array):
@@ -65,3 +76,51 @@ def clip_guided_mean(
       ``[B, S, S, C]`` float32.
     """
     return mean + scale * variance * grad
+
+
+def clip_mean_shift(clip_model: CLIP, tokens: jax.Array, scale: float) -> MeanShift:
+    """The ancestral sampler's ``mean_shift`` for CLIP guidance towards captions ``tokens``.
+
+    tokens: ``[B, L]`` caption ids of the samples (tiled to the sampler's batch N, a
+    multiple of B); scale: s of eq. 4.7. Returns ``(mean, variance, x_t, t) -> mean +
+    s * variance * grad_{x_t} f(x_t, t) . g(c)``, each ``[N, S, S, C]``.
+    """
+
+    def shift(mean, variance, x, t):
+        grad = clip_similarity_grad(clip_model, x, t, tile(tokens, x.shape[0]))
+        return clip_guided_mean(mean, variance, grad, scale)
+
+    return shift
+
+
+def clip_of(config) -> CLIP:
+    """The frozen CLIP of ``config.stages.clip`` (a ``clip`` run), built from that run's config.
+
+    Clear errors, before anything compiles, when the run is not a CLIP, was trained on
+    other image sizes, or (noise-aware) on another forward process than ``config.diffusion``.
+    """
+    from zoo.data import shapes
+
+    source = stages.source_config(config, "clip")
+    if source.get("model") != "clip":
+        raise ValueError(
+            f"config.stages.clip names a {source.get('model')!r} run; CLIP guidance needs a "
+            "'clip' run (python -m zoo.main --config=configs/clip_shapes.py:noisy)"
+        )
+    stages.require_same_data(config, source, "clip")
+    if source.clip.noise_aware:
+        theirs = {k: source.diffusion.get(k) for k in FORWARD_PROCESS}
+        mine = {k: config.diffusion.get(k) for k in FORWARD_PROCESS}
+        if theirs != mine:
+            fix = " ".join(f"--config.diffusion.{k}={v!r}" for k, v in mine.items())
+            raise ValueError(
+                f"the noise-aware CLIP in config.stages.clip was trained on x_t of the forward "
+                f"process {theirs}, this run diffuses with {mine}: its t would name another "
+                f"noise level. Train the CLIP with {fix}"
+            )
+    return clip_from_config(
+        source,
+        vocab_size=shapes.SHAPES_TOKENIZER.vocab_size,
+        max_len=shapes.SHAPES_MAX_LEN,
+        rngs=nnx.Rngs(int(source.seed)),
+    )

@@ -14,6 +14,9 @@ def ddpm_config() -> ml_collections.ConfigDict:
     c = base_config()
     c.model = "ddpm"
     c.init.model = stage_entry("model")  # --config.init.model.workdir=RUN fine-tunes RUN
+    # A noise-aware CLIP run (configs/clip_shapes.py:noisy) for CLIP guidance; unused while
+    # its workdir is empty.
+    c.stages.clip = stage_entry("model")
     c.ema_decay = 0.9999
     c.data.update(dict(name="cifar10", image_size=32, channels=3, batch_size=128, random_flip=True))
     c.unet = ml_collections.ConfigDict(
@@ -46,6 +49,7 @@ def ddpm_config() -> ml_collections.ConfigDict:
             condition="none",  # "class" | "text": classifier-free guidance needs one
             condition_dropout=0.0,  # GLIDE: 0.2 (captions replaced by the empty one)
             guidance_scale=1.0,  # 1: the conditional model; 0: the unconditional one
+            clip_guidance_scale=0.0,  # GLIDE's CLIP guidance: > 0 with stages.clip, ancestral
             bpd_eval="mc",
         )
     )

@@ -30,6 +30,8 @@ VARIANCES = ("fixed_small", "fixed_large")
 
 # denoise_fn(x [B, ...], t [B] int32) -> model output [B, ...] (what ``prediction`` names).
 DenoiseFn = Callable[[jax.Array, jax.Array], jax.Array]
+# mean_shift(mean [B, ...], variance [B, 1..1], x_t [B, ...], t [B]) -> guided mean [B, ...].
+MeanShift = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
 
 
 def extract(coef: jax.Array, t: jax.Array, x: jax.Array) -> jax.Array:
@@ -189,6 +191,7 @@ def ancestral_sample(
     variance: str = "fixed_small",
     clip_denoised: bool = True,
     dynamic_threshold: float = 0.0,
+    mean_shift: MeanShift | None = None,
 ) -> jax.Array:
     """Algorithm 4.2: x_T ~ N(0, I), then x_{t-1} ~ p(x_{t-1} | x_t) for t = T..1.
 
@@ -198,7 +201,9 @@ def ancestral_sample(
     :func:`zoo.diffusion.ddim.ddim_sample`, so the two can be compared path-wise).
 
     shape: ``(B, ...)`` of the samples. ``clip_denoised`` / ``dynamic_threshold``
-    act on each predicted x_0 as in :func:`p_mean_variance`.
+    act on each predicted x_0 as in :func:`p_mean_variance`. ``mean_shift(mean, variance,
+    x_t, t)`` replaces each step's mean (guidance by a classifier or CLIP, which needs the
+    step's variance: :func:`zoo.diffusion.clip_guidance.clip_mean_shift`).
     Returns x_0 ``[B, ...]`` float32.
     """
     check_dynamic_threshold(dynamic_threshold)  # fail before tracing the model
@@ -218,6 +223,8 @@ def ancestral_sample(
             clip_denoised=clip_denoised,
             dynamic_threshold=dynamic_threshold,
         )
+        if mean_shift is not None:
+            mean = mean_shift(mean, jnp.exp(log_var), x, tb)
         z = jax.random.normal(jax.random.fold_in(k_steps, t), shape, jnp.float32)
         # Line 3: no noise on the last step (t = 1 in the paper, index 0 here).
         z = jnp.where(t > 0, z, 0.0)

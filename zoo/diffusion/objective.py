@@ -8,7 +8,8 @@ Config fields read (``config.model`` in ``"ddpm" | "ldm" | "imagen_sr"``):
     'fixed_large'), sampler ('ddim' | 'ancestral' | 'dpm_solver_pp'), sample_steps, ddim_eta,
     clip_denoised, dynamic_threshold (Imagen's percentile; 0 = off), condition ('none' |
     'class' | 'text'), condition_dropout, guidance_scale, bpd_eval ('mc' | 'exact' |
-    'none'), bpd_chunk (optional, default 1)
+    'none'), bpd_chunk (optional, default 1), clip_guidance_scale (0 = off; > 0 needs
+    the ancestral sampler and a CLIP run in stages.clip, :mod:`zoo.diffusion.clip_guidance`)
   text_encoder (condition 'text'): dim, depth, num_heads, dropout
   ldm: stages.autoencoder (a klvae run), latent.scale_factor (:mod:`zoo.diffusion.latent`)
   imagen_sr: stages.base (the base run), cascade.low_res, max_aug_t, sample_aug_t
@@ -103,6 +104,32 @@ def _check_config(config) -> None:
         _check_cascade(config)
     if d.condition == "none" and float(d.guidance_scale) != 1.0:
         raise ValueError("diffusion.guidance_scale != 1 needs a condition ('class' or 'text')")
+    _check_clip_guidance(config)
+
+
+def _check_clip_guidance(config) -> None:
+    d = config.diffusion
+    scale = float(d.get("clip_guidance_scale", 0.0))
+    named = bool(config.get("stages", {}).get("clip", {}).get("workdir", ""))
+    if scale < 0:
+        raise ValueError(f"diffusion.clip_guidance_scale must be >= 0, got {scale}")
+    if named and scale == 0:
+        raise ValueError(
+            "config.stages.clip names a CLIP run but diffusion.clip_guidance_scale is 0: "
+            "set it > 0 to guide with that CLIP, or leave config.stages.clip.workdir empty"
+        )
+    if scale == 0:
+        return
+    if config.model != "ddpm" or d.condition != "text":
+        raise ValueError(
+            "CLIP guidance (diffusion.clip_guidance_scale > 0) steers a pixel-space caption "
+            "model: model 'ddpm' with diffusion.condition='text'"
+        )
+    if d.sampler != "ancestral":
+        raise ValueError(
+            "CLIP guidance shifts the mean of each ancestral step by its variance: set "
+            f"diffusion.sampler='ancestral' (got {d.sampler!r})"
+        )
 
 
 def _check_cascade(config) -> None:
@@ -182,6 +209,11 @@ def build_objective(config) -> Objective:
         base_config = base_config_of(config)
         frozen["base"] = denoiser_from_config(base_config, size=low_res, channels=data.channels)
         base_sched = schedule_from_config(base_config.diffusion)
+    clip_scale = float(d.get("clip_guidance_scale", 0.0))
+    if clip_scale > 0:  # GLIDE's CLIP guidance (zoo.diffusion.clip_guidance)
+        from zoo.diffusion.clip_guidance import clip_mean_shift, clip_of
+
+        frozen["clip"] = clip_of(config)
     prediction, clip = d.prediction, bool(d.clip_denoised)
     bpd_eval, bpd_chunk = d.bpd_eval, int(d.get("bpd_chunk", 1))
     bound_kwargs = dict(prediction=prediction, variance=d.variance, clip_denoised=clip)
@@ -253,11 +285,14 @@ def build_objective(config) -> Objective:
             return table_tokens[labels], fields
         return None, {}
 
-    @functools.partial(jax.jit, static_argnums=(0, 4))
-    def _sample(graphdef, state, rng, cond, n, extra=None):
+    @functools.partial(jax.jit, static_argnums=(0, 4), static_argnames=("clip_graph",))
+    def _sample(graphdef, state, rng, cond, n, extra=None, clip_graph=None, clip_state=None):
         null = None if cond is None else null_of(cond)
         denoise = guided_denoiser(nnx.merge(graphdef, state), cond, null, guidance, extra)
-        return run_sampler(d, denoise, sched, rng, (n, *shape))
+        shift = None
+        if clip_graph is not None:
+            shift = clip_mean_shift(nnx.merge(clip_graph, clip_state), cond, clip_scale)
+        return run_sampler(d, denoise, sched, rng, (n, *shape), shift)
 
     @functools.partial(jax.jit, static_argnums=(0, 4))
     def _base_sample(graphdef, state, rng, cond, n):
@@ -290,7 +325,10 @@ def build_objective(config) -> Objective:
             extra, cond, fields = low_resolution(models, k_cond, int(n))
         else:
             cond, fields = conditions(k_cond, int(n))
-        images = _sample(graphdef, state, k_sample, cond, int(n), extra)
+        clip = {}
+        if clip_scale > 0:
+            clip = dict(zip(("clip_graph", "clip_state"), nnx.split(models("clip")), strict=True))
+        images = _sample(graphdef, state, k_sample, cond, int(n), extra, **clip)
         if latent:
             ae_graph, ae_state = nnx.split(models("autoencoder"))
             images = _decode(ae_graph, ae_state, images / model.scale[...])

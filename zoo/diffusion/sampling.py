@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from zoo.diffusion.ddim import ddim_sample
-from zoo.diffusion.ddpm import ancestral_sample
+from zoo.diffusion.ddpm import MeanShift, ancestral_sample
 from zoo.diffusion.dpm_solver import dpm_solver_pp_sample
 from zoo.diffusion.schedules import Schedule
 
@@ -58,12 +58,26 @@ def guided_denoiser(net, cond, null, guidance_scale: float, extra: dict | None =
     return denoise
 
 
-def sample(d, denoise, sched: Schedule, rng: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+def sample(
+    d,
+    denoise,
+    sched: Schedule,
+    rng: jax.Array,
+    shape: tuple[int, ...],
+    mean_shift: MeanShift | None = None,
+) -> jax.Array:
     """Samples ``shape`` with the sampler ``d = config.diffusion`` names.
 
     Reads sampler ('ancestral' | 'ddim' | 'dpm_solver_pp'), sample_steps (default T),
     ddim_eta, prediction, variance (ancestral), clip_denoised and dynamic_threshold.
+    ``mean_shift`` (CLIP guidance) shifts the ancestral sampler's step means; the other
+    samplers have no per-step variance to scale it by, so they refuse it.
     """
+    if mean_shift is not None and d.sampler != "ancestral":
+        raise ValueError(
+            f"CLIP guidance shifts the mean of each ancestral step: set "
+            f"diffusion.sampler='ancestral' (got {d.sampler!r})"
+        )
     limit = dict(
         prediction=d.prediction,
         clip_denoised=bool(d.clip_denoised),
@@ -75,5 +89,7 @@ def sample(d, denoise, sched: Schedule, rng: jax.Array, shape: tuple[int, ...]) 
     if d.sampler == "dpm_solver_pp":
         return dpm_solver_pp_sample(denoise, sched, rng, shape, steps=steps, **limit)
     if d.sampler == "ancestral":
-        return ancestral_sample(denoise, sched, rng, shape, variance=d.variance, **limit)
+        return ancestral_sample(
+            denoise, sched, rng, shape, variance=d.variance, mean_shift=mean_shift, **limit
+        )
     raise ValueError(f"diffusion.sampler={d.sampler!r}; choose one of {SAMPLERS}")

@@ -76,8 +76,8 @@ def stage_entry(role: str = "", workdir: str = "", ema: bool = True, step: int =
     """A ``config.stages.<role>`` / ``config.init.<role>`` entry for a config file.
 
     Declaring it in the file lets the command line set it
-    (``--config.init.generator.workdir=runs/gan``); an ``init`` entry whose workdir
-    is "" is unused.
+    (``--config.init.generator.workdir=runs/gan``); an entry whose workdir is "" is
+    unused (a model that needs its role fails in :func:`source_config`, naming the field).
     """
     return ml_collections.ConfigDict(dict(workdir=workdir, role=role, ema=ema, step=step))
 
@@ -94,13 +94,12 @@ def stage_specs(config, section: str) -> dict[str, StageSpec]:
         if unknown:
             raise ValueError(f"{field} has unknown fields {unknown}; its fields are {FIELDS}")
         workdir = entry.get("workdir", "")
-        if section == "init" and workdir == "":
-            continue  # declared in the config file, not used by this run
-        if not isinstance(workdir, str) or not workdir:
-            raise ValueError(
-                f"{field}.workdir must name a trained run's --workdir, e.g. "
-                f"--{field}.workdir=runs/<that run>"
-            )
+        if workdir == "":
+            # Declared in the config file, not used by this run; a model that needs the
+            # role fails in source_config or frozen_variables with _unset(field).
+            continue
+        if not isinstance(workdir, str):
+            raise _unset(field)
         role = entry.get("role", None) or name
         ema = entry.get("ema", True)
         if not isinstance(ema, bool):
@@ -110,6 +109,13 @@ def stage_specs(config, section: str) -> dict[str, StageSpec]:
             raise ValueError(f"{field}.step must be a checkpoint step >= 0 (0: newest)")
         specs[name] = StageSpec(section, name, workdir, str(role), ema, step or None)
     return specs
+
+
+def _unset(field: str) -> ValueError:
+    return ValueError(
+        f"{field}.workdir must name a trained run's --workdir, e.g. "
+        f"--{field}.workdir=runs/<that run>"
+    )
 
 
 # -- reading another run ------------------------------------------------------
@@ -156,6 +162,8 @@ def source_config(config, name: str, section: str = "stages") -> ml_collections.
     the stage-1 architecture.
     """
     specs = stage_specs(config, section)
+    if name in (config.get(section, None) or {}) and name not in specs:
+        raise _unset(f"config.{section}.{name}")  # declared, its workdir left empty
     if name not in specs:
         raise ValueError(
             f"config.{section}.{name} is not set: point it at a trained run, "
@@ -287,6 +295,10 @@ def frozen_variables(config, workdir: str, frozen: Frozen, *, resuming: bool, sh
             f"config.stages.{unknown[0]}: this model has no frozen role {unknown[0]!r}; "
             f"its frozen roles are {sorted(frozen.params)}"
         )
+    declared = config.get("stages", None) or {}
+    for name in frozen.params:
+        if name in declared and name not in specs:
+            raise _unset(f"config.stages.{name}")  # the model needs it; its workdir is ""
     store = StageStore(workdir)
     recorded = store.records()["stages"]
     params, rest = dict(frozen.params), dict(frozen.rest)
