@@ -284,7 +284,10 @@ class Trainer:
             for k in ("log_every", "sample_every", "eval_every", "checkpoint_every")
         }
         pending: list[dict] = []
-        last_log = time.perf_counter()
+        # steps/s of the steps since the last log: the time from last_log until their metrics
+        # are on the host (so the device has finished them), less the time spent on
+        # checkpoints, samples and evals in between (busy).
+        last_log, busy = time.perf_counter(), 0.0
         steps_since = 0
         bar = tqdm(
             total=self.total_steps,
@@ -312,8 +315,7 @@ class Trainer:
                     bar.update(1)
                     last = step == self.total_steps
                     if last or (every["log_every"] and step % every["log_every"] == 0):
-                        now = time.perf_counter()
-                        summary = self._log(state, step, pending, steps_since / (now - last_log))
+                        summary = self._log(state, step, pending, steps_since, last_log + busy)
                         # One loss per player: "model", or "discriminator" and "generator".
                         losses = {
                             k.split("/")[0]: f"{v:.4g}"
@@ -321,7 +323,8 @@ class Trainer:
                             if k.endswith("/loss")
                         }
                         bar.set_postfix(losses)
-                        pending, steps_since, last_log = [], 0, time.perf_counter()
+                        pending, steps_since, last_log, busy = [], 0, time.perf_counter(), 0.0
+                    start_extras = time.perf_counter()
                     # The checkpoint first: a sample grid or an eval that fails must not
                     # cost the step's checkpoint.
                     if last or (
@@ -343,6 +346,7 @@ class Trainer:
                         if jax.process_index() == 0:
                             summary = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items())
                             bar.write(f"step {step}: {summary}", file=sys.stderr)
+                    busy += time.perf_counter() - start_extras
         except BaseException as err:
             self._report_stop(err, step)
             raise
@@ -369,11 +373,14 @@ class Trainer:
             resume,
         )
 
-    def _log(self, state, step: int, pending: list[dict], steps_per_sec: float) -> dict:
-        host = [self.runner.metrics_to_host(m) for m in pending]
+    def _log(self, state, step: int, pending: list[dict], steps: int, since: float) -> dict:
+        """Writes the mean of the ``pending`` metrics of the last ``steps`` steps, and their
+        rate: ``steps`` over the time from ``since`` until their metrics reached the host."""
+        host = [self.runner.metrics_to_host(m) for m in pending]  # waits for the device
+        elapsed = time.perf_counter() - since
         keys = sorted({k for m in host for k in m})
         summary = {k: float(np.mean([m[k] for m in host if k in m])) for k in keys}
-        summary["steps_per_sec"] = steps_per_sec
+        summary["steps_per_sec"] = steps / max(elapsed, 1e-9)
         self.writer.scalars(step, summary)  # first, so the log shows the NaN
         self._check_finite(state)
         return summary
