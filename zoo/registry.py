@@ -14,6 +14,7 @@ OBJECTIVES = {
     "ddpm": "zoo.diffusion.objective:build_objective",
     "ldm": "zoo.diffusion.objective:build_objective",
     "imagen_sr": "zoo.diffusion.objective:build_objective",
+    "inpaint": "zoo.diffusion.objective:build_objective",
     "gan": "zoo.gan.objective:build_objective",
     "dcgan": "zoo.gan.objective:build_objective",
     "stylegan2": "zoo.gan.objective:build_objective",

@@ -22,6 +22,7 @@ import numpy as np
 
 from zoo import data, registry
 from zoo.diffusion.likelihood import prior_bpd, vlb_terms
+from zoo.diffusion.objective import MODELS as DIFFUSION_MODELS
 from zoo.diffusion.objective import schedule_from_config
 from zoo.engine.config import load_run_config, set_fields
 from zoo.engine.loop import Trainer
@@ -90,7 +91,7 @@ def main():
         raise SystemExit(f"--set {err}") from None
     if args.exact_bpd and (config.model != "ddpm" or config.diffusion.condition != "none"):
         raise SystemExit("--exact_bpd is the bound of an unconditional pixel DDPM (model 'ddpm')")
-    diffusion = config.model in ("ddpm", "ldm", "imagen_sr")
+    diffusion = config.model in DIFFUSION_MODELS
     if diffusion and args.sampler:
         config.diffusion.sampler = args.sampler
     if bool(args.clip_run) != (args.clip_guidance > 0):

@@ -1,6 +1,6 @@
 """The DDPM objective for the engine: one player (Algorithm 4.1), a sampler and bits/dim.
 
-Config fields read (``config.model`` in ``"ddpm" | "ldm" | "imagen_sr"``):
+Config fields read (``config.model`` in ``"ddpm" | "ldm" | "imagen_sr" | "inpaint"``):
   data: image_size, channels, num_classes
   unet: the U-Net fields (see :func:`zoo.diffusion.unet.unet_from_config`)
   diffusion: schedule ('linear' | 'cosine'), timesteps, beta_start, beta_end
@@ -14,6 +14,7 @@ Config fields read (``config.model`` in ``"ddpm" | "ldm" | "imagen_sr"``):
   ldm: stages.autoencoder (a klvae run), latent.scale_factor (:mod:`zoo.diffusion.latent`)
   imagen_sr: stages.base (the base run), cascade.low_res, max_aug_t, sample_aug_t
     (:mod:`zoo.diffusion.cascade`)
+  inpaint: condition 'text' on shapes, bpd_eval 'none' (:mod:`zoo.diffusion.inpaint`)
   optim, train.steps, ema_decay, seed
 
 Conditioning: ``'class'`` reads ``batch["label"]`` (the null condition is the label
@@ -36,6 +37,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from zoo.diffusion import inpaint as inpainting
 from zoo.diffusion.cascade import SuperResolution, base_config_of, degrade, upsample
 from zoo.diffusion.ddpm import (
     PREDICTIONS,
@@ -55,8 +57,9 @@ from zoo.engine.optim import make_optimizer
 from zoo.engine.rng import example_keys, per_example
 
 # ldm: the same objective on a frozen autoencoder's latents; imagen_sr: a cascade's
-# super-resolution stage (zoo.diffusion.cascade)
-MODELS = ("ddpm", "ldm", "imagen_sr")
+# super-resolution stage (zoo.diffusion.cascade); inpaint: GLIDE's text-driven inpainting
+# (zoo.diffusion.inpaint)
+MODELS = ("ddpm", "ldm", "imagen_sr", "inpaint")
 CONDITIONS = ("none", "class", "text")
 BPD_EVALS = ("mc", "exact", "none")
 
@@ -102,6 +105,8 @@ def _check_config(config) -> None:
         )
     if config.model == "imagen_sr":
         _check_cascade(config)
+    if config.model == "inpaint":
+        inpainting.check_config(config)
     if d.condition == "none" and float(d.guidance_scale) != 1.0:
         raise ValueError("diffusion.guidance_scale != 1 needs a condition ('class' or 'text')")
     _check_clip_guidance(config)
@@ -194,7 +199,14 @@ def build_objective(config) -> Objective:
         num_captions = int(table_tokens.shape[0])
     sr = config.model == "imagen_sr"
     in_channels = 2 * channels if sr else channels  # SR: the low-res image on the channels
+    edit = config.model == "inpaint"
+    if edit:  # GLIDE: the known image and the mask on the channels
+        in_channels = 2 * channels + 1
     net = denoiser_from_config(config, size=size, channels=channels, in_channels=in_channels)
+    if edit:
+        net = inpainting.Inpainter(net)
+        bank = jnp.asarray(inpainting.source_bank(size, channels))
+        edits = inpainting.edit_sampler(d, sched, guidance, bank, table_tokens)
     if latent:
         net = LatentDenoiser(net, float(config.latent.scale_factor))
     if sr:
@@ -262,6 +274,9 @@ def build_objective(config) -> Objective:
         if sr:  # the shrunk image, noise-augmented at a random level the network is told
             aug_t, aug_eps = jax.vmap(augmentation)(example_keys(ctx, "augment"))
             extra.update(lowres=q_sample(sched, degrade(x0, low_res), aug_t, aug_eps), aug_t=aug_t)
+        if edit:  # GLIDE: random regions erased (the net zeroes them); the loss on all pixels
+            mask = jax.vmap(lambda k: inpainting.random_mask(k, size))(example_keys(ctx, "mask"))
+            extra.update(known=x0, mask=mask)
         if cond is None:
             out = model(xt, t, **extra)
         else:
@@ -318,6 +333,8 @@ def build_objective(config) -> Objective:
         """``n`` images ``[n, H, W, C]`` in [-1, 1]; class labels ``arange(n) % num_classes``;
         text: ``{"image", "label", "shape", "color", "position"}`` of random captions."""
         model = models("model", train=False)
+        if edit:  # edits of shapes images, scored on their target captions
+            return edits(model, rng, n)
         graphdef, state = nnx.split(model)
         k_cond, k_sample = jax.random.split(rng)
         extra = None
@@ -361,4 +378,5 @@ def build_objective(config) -> Objective:
         sample=sample,
         frozen=frozen,
         evaluate=None if bpd_eval == "none" else evaluate,
+        figures={"edits": lambda m, r: inpainting.edit_figure(sample(m, r, 8))} if edit else {},
     )
