@@ -7,15 +7,23 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
+# Notebooks that train several models even when shortened (4 min on 2 loaded cores): the
+# slow tier runs them.
+SLOW = {"text_to_image.ipynb"}
 
 
 def test_there_are_notebooks():
     assert NOTEBOOKS
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param(p, marks=pytest.mark.slow) if p.name in SLOW else p for p in NOTEBOOKS],
+    ids=lambda p: p.name,
+)
 def test_notebook_runs(path, tmp_path, monkeypatch):
     monkeypatch.setenv("ZOO_NOTEBOOK_WORKDIR", str(tmp_path / "run"))
+    monkeypatch.setenv("ZOO_NOTEBOOK_TINY", "1")  # notebooks that train long runs shorten them
     nb = nbformat.read(path, as_version=4)
     NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
