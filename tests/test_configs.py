@@ -9,7 +9,7 @@ import tensorflow_datasets as tfds
 
 from configs import ddpm_cifar10, vqgan_shapes
 from zoo import registry
-from zoo.config_files import config_files, read_config_file
+from zoo.config_files import config_files, config_module, read_config_file
 from zoo.engine.config import config_changes, load_run_config, set_fields
 from zoo.main import run
 
@@ -30,7 +30,11 @@ def stage_runs(module, variant, tmp_path_factory) -> dict[str, str]:
     workdirs = {}
     for role, name in getattr(module, "STAGES", {}).items():
         if (name, variant) not in _STAGE_RUNS:
-            config = __import__(f"configs.{name}", fromlist=["get_config"]).get_config(variant)
+            stage_module = __import__(f"configs.{name}", fromlist=["get_config"])
+            config = stage_module.get_config(variant)
+            # a stage that loads stages itself (unCLIP's prior loads CLIP): those first
+            for inner, inner_workdir in stage_runs(stage_module, variant, tmp_path_factory).items():
+                config.stages[inner].workdir = inner_workdir
             config.train.update(
                 dict(steps=1, log_every=1, sample_every=0, eval_every=0, checkpoint_every=1)
             )
@@ -82,6 +86,18 @@ def test_config_files_lists_every_file():
     listed = config_files()
     assert [Path(f.path).stem for f in listed] == CONFIGS
     assert all(f.description for f in listed)
+
+
+def test_config_module_imports_a_config_file_by_name_from_any_directory(tmp_path, monkeypatch):
+    """A config that builds on another (glide_inpaint_shapes on glide_shapes) imports it by
+    path: configs/ is not a package, so ``from configs import ...`` fails outside the root."""
+    monkeypatch.chdir(tmp_path)
+    glide = config_module("glide_shapes").get_config("tiny")
+    inpaint = config_module("glide_inpaint_shapes").get_config("tiny")
+    assert inpaint.model == "inpaint" and glide.model == "ddpm"
+    assert inpaint.unet.to_dict() == glide.unet.to_dict()
+    with pytest.raises(ValueError, match="no config file .*nowhere.py"):
+        config_module("nowhere")
 
 
 def test_config_changes_lists_changed_added_and_removed_keys():

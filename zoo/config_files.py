@@ -49,6 +49,21 @@ def read_config_file(path: str | os.PathLike) -> ConfigFile:
     return ConfigFile(_display(path), doc.splitlines()[0] if doc else "", variants)
 
 
+def config_module(name: str, directory: str | os.PathLike = CONFIG_DIR):
+    """The config file ``<directory>/<name>.py`` imported as a module, for a config that
+    builds on another (``config_module("glide_shapes").get_config(arg)``) wherever the
+    command runs from (``configs/`` is not an installed package)."""
+    import importlib.util
+
+    path = Path(directory) / f"{name}.py"
+    if not path.is_file():
+        raise ValueError(f"no config file {str(path)!r}")
+    spec = importlib.util.spec_from_file_location(f"zoo_configs.{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def config_files(directory: str | os.PathLike = CONFIG_DIR) -> list[ConfigFile]:
     """Every ``*.py`` config in ``directory`` (but ``__init__.py``), sorted by name."""
     paths = sorted(p for p in Path(directory).glob("*.py") if not p.name.startswith("_"))
