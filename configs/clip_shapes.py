@@ -47,6 +47,7 @@ def get_config(arg: str | None = None):
             text_depth=2,
             text_heads=4,
             noise_aware=arg in ("noisy", "noisy_tiny"),
+            min_group_size=4,  # >= 4 channels per GroupNorm group, so t survives (noisy)
             eval_timesteps=(100, 300, 500, 700, 900),
         )
     )

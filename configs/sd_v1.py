@@ -58,6 +58,7 @@ def get_config(arg: str | None = None):
             linear_projection=False,  # SD 2.x: True
             pooled_context=False,
             norm_eps=1e-5,
+            min_group_size=1,  # diffusers' norm_num_groups=32 at every width (:tiny's 32 too)
             flip_sin_to_cos=True,
             freq_shift=0.0,
         )

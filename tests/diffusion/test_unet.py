@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from tests.diffusion.helpers import perturb_params
+from zoo.diffusion.config import ddpm_config
 from zoo.diffusion.unet import UNet, unet_from_config
 
 TINY = dict(
@@ -126,3 +128,23 @@ def test_from_config_bfloat16():
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
     out = _apply(model, X, T, jnp.array([1, 10]))
     assert out.shape == (2, 8, 8, 3) and out.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("min_group_size,sees_t", [(1, False), (4, True)])
+def test_a_narrow_unet_sees_the_timestep_only_with_groups_of_several_channels(
+    min_group_size, sees_t
+):
+    """ch 16, ch_mult (1, 2): every GroupNorm of DDPM's rule (32 groups) has one channel per
+    group and normalises the per-channel timestep embedding away, so the output did not
+    depend on t (the ``:tiny`` diffusion configs); the diffusion configs now set
+    ``unet.min_group_size = 4``."""
+    cfg = ddpm_config().unet
+    assert cfg.min_group_size == 4  # the configs' default
+    cfg.update(dict(ch=16, ch_mult=(1, 2), attn_resolutions=(), min_group_size=min_group_size))
+    net = unet_from_config(cfg, image_size=8, channels=3, rngs=nnx.Rngs(0))
+    perturb_params(net, 0.1)
+    net.eval()
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
+    early, late = (net(x, jnp.full((2,), t, jnp.int32)) for t in (0, 900))
+    moved = float(jnp.max(jnp.abs(early - late)) / jnp.max(jnp.abs(early)))
+    assert (moved > 1e-3) == sees_t, moved

@@ -22,6 +22,25 @@ def test_num_groups(channels, groups):
     assert num_groups(channels) == groups
 
 
+@pytest.mark.parametrize(
+    "channels,groups", [(128, 32), (64, 16), (32, 8), (16, 4), (48, 12), (3, 1)]
+)
+def test_num_groups_keeps_a_minimum_group_size(channels, groups):
+    assert num_groups(channels, min_group_size=4) == groups
+
+
+def test_a_narrow_res_block_keeps_the_timestep_with_groups_of_four():
+    """The timestep embedding is added per channel before norm2: with one channel per group
+    (16 channels, 16 groups) the norm removes it exactly; with groups of 4 it survives."""
+    x = jax.random.normal(jax.random.key(0), (1, 6, 6, 16))
+    t0, t1 = jax.random.normal(jax.random.key(1), (2, 1, 12))
+    for size, changes in ((1, False), (4, True)):
+        block = ResBlock(16, 16, temb_dim=12, min_group_size=size, rngs=RNGS())
+        block.conv2.kernel.value = jax.random.normal(jax.random.key(2), block.conv2.kernel.shape)
+        moved = float(jnp.max(jnp.abs(block(x, t0) - block(x, t1))))
+        assert (moved > 1e-2) == changes, (size, moved)
+
+
 def test_res_block_shapes_and_shortcut():
     block = ResBlock(8, 16, temb_dim=12, rngs=RNGS())
     x, temb = jnp.ones((2, 6, 6, 8)), jnp.ones((2, 12))

@@ -55,6 +55,8 @@ class ImageEncoder(nnx.Module):
       num_res_blocks: residual blocks per level.
       out_dim: output width.
       noise_aware: read a timestep ``t`` (GLIDE's noised CLIP) or not.
+      min_group_size: the fewest channels per GroupNorm group
+        (:func:`~zoo.nn.blocks.num_groups`; 1 normalises ``t`` away at width <= 32).
     """
 
     def __init__(
@@ -67,6 +69,7 @@ class ImageEncoder(nnx.Module):
         out_dim: int,
         *,
         noise_aware: bool = False,
+        min_group_size: int = 1,
         rngs: nnx.Rngs,
     ):
         for name, value in (("image_size", image_size), ("channels", channels), ("ch", ch)):
@@ -94,13 +97,18 @@ class ImageEncoder(nnx.Module):
         blocks, downs, width = [], [], ch
         for level, mult in enumerate(ch_mult):
             for _ in range(num_res_blocks):
-                blocks.append(ResBlock(width, ch * mult, temb_dim=temb_dim, rngs=rngs))
+                blocks.append(
+                    ResBlock(
+                        width, ch * mult, temb_dim=temb_dim, min_group_size=min_group_size,
+                        rngs=rngs,
+                    )
+                )  # fmt: skip
                 width = ch * mult
             if level < len(ch_mult) - 1:
                 downs.append(Downsample(width, rngs=rngs))
         self.blocks, self.downs = nnx.List(blocks), nnx.List(downs)
         self.num_res_blocks = num_res_blocks
-        self.norm = group_norm(width, rngs=rngs)
+        self.norm = group_norm(width, min_group_size=min_group_size, rngs=rngs)
         side = image_size // factor
         self.out = nnx.Linear(side * side * width, out_dim, rngs=rngs)
 
@@ -153,13 +161,14 @@ class CLIP(nnx.Module):
         text_heads: int,
         embed_dim: int,
         noise_aware: bool = False,
+        min_group_size: int = 1,
         rngs: nnx.Rngs,
     ):
         _positive_int("CLIP embed_dim", embed_dim)
         self.embed_dim, self.noise_aware = embed_dim, bool(noise_aware)
         self.image_encoder = ImageEncoder(
             image_size, channels, ch, ch_mult, num_res_blocks, embed_dim,
-            noise_aware=noise_aware, rngs=rngs,
+            noise_aware=noise_aware, min_group_size=min_group_size, rngs=rngs,
         )  # fmt: skip
         self.text_encoder = TextEncoder(
             vocab_size, max_len, text_dim, text_depth, text_heads, rngs=rngs
@@ -207,5 +216,7 @@ def clip_from_config(config, *, vocab_size: int, max_len: int, rngs: nnx.Rngs) -
         text_heads=c.text_heads,
         embed_dim=c.embed_dim,
         noise_aware=c.noise_aware,
+        # 1 when absent: a run saved before the field existed keeps the network it trained.
+        min_group_size=int(c.get("min_group_size", 1)),
         rngs=rngs,
     )

@@ -91,6 +91,7 @@ class UNet(nnx.Module):
         linear_projection: bool = False,
         pooled_context: bool = True,
         norm_eps: float = 1e-6,
+        min_group_size: int = 1,
         flip_sin_to_cos: bool = False,
         freq_shift: float = 1.0,
         dtype=jnp.float32,
@@ -104,6 +105,9 @@ class UNet(nnx.Module):
         pooled_context: with ``context_dim``, a pooled text feature joins the timestep
           embedding (GLIDE); False for Stable Diffusion, which has none.
         norm_eps: GroupNorm epsilon of the residual blocks and the output norm (SD 1e-5).
+        min_group_size: the fewest channels per GroupNorm group (:func:`~zoo.nn.blocks.num_groups`):
+          1 (the papers' 32 groups, one channel each at width <= 32, which normalises the
+          timestep embedding away), 4 in the diffusion configs.
         flip_sin_to_cos, freq_shift: the timestep embedding's convention
           (:func:`~zoo.nn.embeddings.timestep_embedding`; SD: True, 0).
         """
@@ -155,10 +159,17 @@ class UNet(nnx.Module):
         else:
 
             def make_attn(c):
-                return AttentionBlock(c, norm_eps=norm_eps, **attn_kw)
+                return AttentionBlock(
+                    c, norm_eps=norm_eps, min_group_size=min_group_size, **attn_kw
+                )
 
         block_kw = dict(
-            temb_dim=temb_dim, dropout=dropout, norm_eps=norm_eps, dtype=dtype, rngs=rngs
+            temb_dim=temb_dim,
+            dropout=dropout,
+            norm_eps=norm_eps,
+            min_group_size=min_group_size,
+            dtype=dtype,
+            rngs=rngs,
         )
         # Encoder. skip_chs tracks the channels of every feature map pushed on
         # the skip stack (conv_in, each res block, each downsample).
@@ -206,7 +217,9 @@ class UNet(nnx.Module):
         self.up = nnx.List(up)
         assert not skip_chs
 
-        self.norm_out = group_norm(c, eps=norm_eps, dtype=dtype, rngs=rngs)
+        self.norm_out = group_norm(
+            c, eps=norm_eps, min_group_size=min_group_size, dtype=dtype, rngs=rngs
+        )
         self.conv_out = conv(c, out_channels, zero_init=True, dtype=dtype, rngs=rngs)
 
     def __call__(
@@ -317,7 +330,7 @@ def unet_from_config(
     'bfloat16') and optional learn_sigma (output 2 * channels: mean and
     variance interpolation of improved DDPM), and the optional Stable Diffusion switches
     (defaults: DDPM's): attention_block, transformer_depth, linear_projection,
-    pooled_context, norm_eps, flip_sin_to_cos, freq_shift (:class:`UNet`).
+    pooled_context, norm_eps, min_group_size, flip_sin_to_cos, freq_shift (:class:`UNet`).
     """
     learn_sigma = bool(cfg.get("learn_sigma", False))
     return UNet(
@@ -340,6 +353,8 @@ def unet_from_config(
         linear_projection=bool(cfg.get("linear_projection", False)),
         pooled_context=bool(cfg.get("pooled_context", True)),
         norm_eps=float(cfg.get("norm_eps", 1e-6)),
+        # 1 when absent: a run saved before the field existed keeps the network it trained.
+        min_group_size=int(cfg.get("min_group_size", 1)),
         flip_sin_to_cos=bool(cfg.get("flip_sin_to_cos", False)),
         freq_shift=float(cfg.get("freq_shift", 1.0)),
         dtype=jnp.dtype(cfg.dtype),

@@ -23,20 +23,40 @@ from zoo.nn.dropout import dropout
 DEFAULT_INIT = nnx.initializers.variance_scaling(1.0, "fan_avg", "uniform")
 
 
-def num_groups(channels: int, max_groups: int = 32) -> int:
-    """The largest group count <= max_groups that divides channels (32 for C >= 32, C % 32 == 0)."""
-    return max(g for g in range(1, min(max_groups, channels) + 1) if channels % g == 0)
+def num_groups(channels: int, max_groups: int = 32, min_group_size: int = 1) -> int:
+    """The largest group count <= max_groups that divides channels into groups of at least
+    ``min_group_size`` channels (32 for C >= 32 * min_group_size, C % 32 == 0; 1 if none).
+
+    Why a minimum: a residual block adds the timestep embedding as a per-channel constant
+    just before a GroupNorm; a group of one channel normalises that constant away, so a
+    narrow U-Net (C <= 32 with min_group_size 1) never sees t or a pooled condition.
+    """
+    fits = [
+        g
+        for g in range(1, min(max_groups, channels) + 1)
+        if channels % g == 0 and channels // g >= min_group_size
+    ]
+    return max(fits, default=1)
 
 
 def group_norm(
-    channels: int, *, eps: float = 1e-6, dtype=jnp.float32, rngs: nnx.Rngs
+    channels: int,
+    *,
+    eps: float = 1e-6,
+    min_group_size: int = 1,
+    dtype=jnp.float32,
+    rngs: nnx.Rngs,
 ) -> nnx.GroupNorm:
-    """GroupNorm over ``num_groups(channels)`` groups, output in ``dtype``.
+    """GroupNorm over ``num_groups(channels, min_group_size=min_group_size)`` groups, output
+    in ``dtype``.
 
     ``eps`` is added to the variance: 1e-6 in DDPM and in the VAEs of VQGAN / latent
-    diffusion, 1e-5 (PyTorch's default) in Stable Diffusion's U-Net.
+    diffusion, 1e-5 (PyTorch's default) in Stable Diffusion's U-Net. ``min_group_size``:
+    1 keeps the 32 groups of the papers' wide models down to one channel per group; 4
+    (the diffusion configs) keeps a conditioning bias alive in narrow ones (:func:`num_groups`).
     """
-    return nnx.GroupNorm(channels, num_groups(channels), epsilon=eps, dtype=dtype, rngs=rngs)
+    groups = num_groups(channels, min_group_size=min_group_size)
+    return nnx.GroupNorm(channels, groups, epsilon=eps, dtype=dtype, rngs=rngs)
 
 
 def conv(
@@ -81,18 +101,20 @@ class ResBlock(nnx.Module):
         temb_dim: int | None = None,
         dropout: float = 0.0,
         norm_eps: float = 1e-6,
+        min_group_size: int = 1,
         dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
         out_ch = out_ch or in_ch
-        self.norm1 = group_norm(in_ch, eps=norm_eps, dtype=dtype, rngs=rngs)
+        norm = dict(eps=norm_eps, min_group_size=min_group_size, dtype=dtype, rngs=rngs)
+        self.norm1 = group_norm(in_ch, **norm)
         self.conv1 = conv(in_ch, out_ch, dtype=dtype, rngs=rngs)
         self.temb_proj = (
             nnx.Linear(temb_dim, out_ch, kernel_init=DEFAULT_INIT, dtype=dtype, rngs=rngs)
             if temb_dim
             else None
         )
-        self.norm2 = group_norm(out_ch, eps=norm_eps, dtype=dtype, rngs=rngs)
+        self.norm2 = group_norm(out_ch, **norm)
         # Holds the rate and the train/eval switch; the mask is drawn per example from the
         # keys passed with each call (zoo.nn.dropout), so it does not depend on the layout.
         self.dropout = nnx.Dropout(dropout, rngs=None)
@@ -174,10 +196,13 @@ class AttentionBlock(nnx.Module):
         chunk_size: int = 64,
         context_dim: int | None = None,
         norm_eps: float = 1e-6,
+        min_group_size: int = 1,
         dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
-        self.norm = group_norm(channels, eps=norm_eps, dtype=dtype, rngs=rngs)
+        self.norm = group_norm(
+            channels, eps=norm_eps, min_group_size=min_group_size, dtype=dtype, rngs=rngs
+        )
         self.attn = MultiHeadAttention(
             channels,
             num_heads=num_heads,
