@@ -31,6 +31,8 @@ OBJECTIVES = {
     "dalle": "zoo.autoregressive.prior_objective:build_objective",
     "parti": "zoo.autoregressive.prior_objective:build_objective",
     "clip": "zoo.diffusion.clip_objective:build_objective",
+    "unclip_prior": "zoo.diffusion.unclip_prior:build_objective",
+    "unclip_decoder": "zoo.diffusion.unclip_decoder:build_objective",
 }
 
 
