@@ -100,11 +100,12 @@ def main():
         config.stages.clip = stage_entry("model", args.clip_run)
         config.diffusion.clip_guidance_scale = args.clip_guidance
         config.diffusion.sampler = args.sampler or "ancestral"
+    try:  # a bad --set or stage fails here with the objective's message, before compiling
+        objective = registry.build_objective(config)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     trainer = Trainer(
-        config,
-        args.workdir,
-        registry.build_objective(config),
-        sample_evals=sample_metrics(config, args.workdir),
+        config, args.workdir, objective, sample_evals=sample_metrics(config, args.workdir)
     )
     state, step = trainer.restore_or_init()
     if step == 0:

@@ -34,3 +34,9 @@ def test_checkpoint_quality_keeps_the_runs_sampler_unless_told(tmp_path):
         assert out["sampler"] == sampler and out["step"] == 6 and "fd" in out
     proc = quality(workdir, "--num", 8, "--set", "diffusion.condition='text'", "--exact_bpd", 8)
     assert proc.returncode != 0 and "--exact_bpd is the bound of an unconditional" in proc.stderr
+    # CLIP guidance needs a caption model: one line, no traceback (it was a ValueError trace).
+    proc = quality(workdir, "--num", 8, "--clip_run", workdir, "--clip_guidance", 5)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "steers a pixel-space caption model" in proc.stderr
+    proc = quality(workdir, "--num", 8, "--clip_run", workdir)
+    assert proc.returncode != 0 and "--clip_run and --clip_guidance > 0 go together" in proc.stderr
