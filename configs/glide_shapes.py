@@ -18,7 +18,7 @@ CLIP run (configs/clip_shapes.py:noisy) with `--clip_run runs/clip_shapes_noisy
 --clip_guidance 100`. `:tiny` runs in seconds.
 """
 
-from zoo.diffusion.config import ddpm_config
+from zoo.diffusion.config import ddpm_config, make_tiny
 
 # get_config's arguments (`python -m zoo.main --list` prints them); None: the default.
 VARIANTS = {
@@ -53,15 +53,7 @@ def get_config(arg: str | None = None):
     c.train.num_samples = 64
     c.eval.update(dict(batch_size=100, num_examples=0, num_samples=500))
     if arg == "tiny":
-        c.ema_decay = 0.9
-        c.unet.update(dict(ch=16, attn_resolutions=(8,)))
-        c.text_encoder.update(dict(dim=16, depth=1, num_heads=2))
-        c.diffusion.update(dict(schedule="cosine", timesteps=50, sample_steps=5))
-        c.data.update(dict(batch_size=8, num_train=64, num_eval=16))
-        c.optim.warmup_steps = 1
-        c.train.update(dict(steps=4, log_every=2, sample_every=4, eval_every=4, checkpoint_every=2))
-        c.train.num_samples = 4
-        c.eval.update(dict(batch_size=16, num_examples=16, num_samples=16))
+        make_tiny(c)
     elif arg:
         raise ValueError(f"unknown variant {arg!r} of glide_shapes; known: {', '.join(VARIANTS)}")
     return c

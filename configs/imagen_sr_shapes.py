@@ -14,7 +14,7 @@ cascade.sample_aug_t=...`) and super-resolves them with dynamic thresholding. Th
 caption match is the whole cascade's, at 32x32. `:tiny` runs in seconds.
 """
 
-from zoo.diffusion.config import cascade_config
+from zoo.diffusion.config import cascade_config, make_tiny
 
 # The config files of the runs this one loads, by role (config.stages.<role>.workdir).
 STAGES = {"base": "glide_shapes"}
@@ -45,16 +45,9 @@ def get_config(arg: str | None = None):
     c.train.num_samples = 64
     c.eval.update(dict(batch_size=100, num_examples=0, num_samples=500))
     if arg == "tiny":
-        c.ema_decay = 0.9
+        make_tiny(c)
         c.cascade.update(dict(max_aug_t=25, sample_aug_t=5))
-        c.unet.update(dict(ch=16, ch_mult=(1, 2), attn_resolutions=(16,)))
-        c.text_encoder.update(dict(dim=16, depth=1, num_heads=2))
-        c.diffusion.update(dict(schedule="cosine", timesteps=50, sample_steps=5))
-        c.data.update(dict(batch_size=8, num_train=64, num_eval=16))
-        c.optim.warmup_steps = 1
-        c.train.update(dict(steps=4, log_every=2, sample_every=4, eval_every=4, checkpoint_every=2))
-        c.train.num_samples = 4
-        c.eval.update(dict(batch_size=16, num_examples=16, num_samples=16))
+        c.unet.update(dict(ch_mult=(1, 2), attn_resolutions=(16,)))
     elif arg:
         raise ValueError(
             f"unknown variant {arg!r} of imagen_sr_shapes; known: {', '.join(VARIANTS)}"

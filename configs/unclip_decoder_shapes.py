@@ -21,7 +21,7 @@ held-out images' true embeddings. Sweep the guidance scale on a trained run with
 
 import ml_collections
 
-from zoo.diffusion.config import ddpm_config
+from zoo.diffusion.config import ddpm_config, make_tiny
 from zoo.engine.stages import stage_entry
 
 # The config files of the runs this one loads, by role (config.stages.<role>.workdir).
@@ -59,13 +59,6 @@ def get_config(arg: str | None = None):
     c.train.num_samples = 64
     c.eval.update(dict(batch_size=100, num_examples=200, num_samples=500))
     if arg == "tiny":
-        c.ema_decay = 0.9
-        c.unet.update(dict(ch=16, attn_resolutions=(8,)))
+        make_tiny(c)
         c.decoder.token_dim = 16
-        c.diffusion.update(dict(schedule="cosine", timesteps=50, sample_steps=5))
-        c.data.update(dict(batch_size=8, num_train=64, num_eval=16))
-        c.optim.warmup_steps = 1
-        c.train.update(dict(steps=4, log_every=2, sample_every=4, eval_every=4, checkpoint_every=2))
-        c.train.num_samples = 4
-        c.eval.update(dict(batch_size=16, num_examples=16, num_samples=16))
     return c

@@ -72,6 +72,23 @@ def ddpm_config() -> ml_collections.ConfigDict:
     return c
 
 
+def make_tiny(c: ml_collections.ConfigDict) -> None:
+    """Turns a ``shapes`` diffusion config into its ``:tiny`` variant, in place: a width-16
+    U-Net and a 1-layer, 16-wide caption encoder, 50 cosine steps sampled in 5, batches of 8
+    of 64 images, 4 train steps that log, sample, evaluate and checkpoint: seconds (tests).
+    The configs then set what differs (attention resolutions, their own sections)."""
+    c.ema_decay = 0.9
+    c.unet.ch = 16
+    if "text_encoder" in c:  # the caption models' (unCLIP's decoder reads no caption)
+        c.text_encoder.update(dict(dim=16, depth=1, num_heads=2))
+    c.diffusion.update(dict(schedule="cosine", timesteps=50, sample_steps=5))
+    c.data.update(dict(batch_size=8, num_train=64, num_eval=16))
+    c.optim.warmup_steps = 1
+    c.train.update(dict(steps=4, log_every=2, sample_every=4, eval_every=4, checkpoint_every=2))
+    c.train.num_samples = 4
+    c.eval.update(dict(batch_size=16, num_examples=16, num_samples=16))
+
+
 def ldm_config() -> ml_collections.ConfigDict:
     """Latent diffusion (``model = "ldm"``): the DDPM config on the latents of the KL
     autoencoder run in ``config.stages.autoencoder``; ``latent.scale_factor`` 0 measures it
