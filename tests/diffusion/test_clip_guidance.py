@@ -84,6 +84,7 @@ def test_clip_guidance_raises_the_clip_similarity_of_the_samples(clip_run, tmp_p
     assert float(jnp.mean(guided)) > float(jnp.mean(plain)) + 0.01, (plain, guided)
 
 
+@pytest.mark.slow  # trains a CLIP and a GLIDE run for a step or two (~25 s)
 def test_clip_guidance_config_errors_name_the_fix(clip_run, tmp_path):
     config = guided_config(clip_run, 3.0)
     config.diffusion.sampler = "ddim"

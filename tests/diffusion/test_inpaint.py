@@ -210,6 +210,7 @@ def tiny_run(tmp_path_factory):
     return str(workdir), run(config, str(workdir))
 
 
+@pytest.mark.slow  # a run and the edit sampler's compile (~18 s); test_configs trains it too
 def test_tiny_config_trains_a_step_and_samples_edits(tiny_run):
     _, state = tiny_run
     assert int(state.step) == 1

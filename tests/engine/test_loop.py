@@ -159,6 +159,7 @@ def test_every_runs_a_player_on_its_steps_through_the_loop(tmp_path):
     assert int(state.opt["b"][0].count) == 3 and int(state.opt["a"][0].count) == 5
 
 
+@pytest.mark.slow  # 8 s of deliberate waits plus a run (~18 s)
 def test_steps_per_sec_counts_the_wait_for_the_device_and_not_the_samples(tmp_path):
     """Steps are dispatched asynchronously: the log's rate must include the time until their
     metrics reach the host (here a device busy for 0.3 s per step, simulated in
