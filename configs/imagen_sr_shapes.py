@@ -4,17 +4,18 @@
     python -m zoo.main --config=configs/imagen_sr_shapes.py --workdir=runs/imagen_sr_shapes \
         --config.stages.base.workdir=runs/glide_shapes
 
-The super-resolution stage (Saharia et al. 2022) denoises a 32x32 image given the caption and
-the 16x16 image upsampled and concatenated on the channels. Training shrinks the real image
-and corrupts it with the forward process at a random level up to step 500 of 1000
-(noise-conditioning augmentation; the level is an input); sampling draws the base run's
-samples for random captions (its own parameters, EMA and settings), augments them at
-`cascade.sample_aug_t` (sweep it with `experiments/evals/checkpoint_quality.py RUN --set
-cascade.sample_aug_t=...`) and super-resolves them with dynamic thresholding. The eval's
-caption match is the whole cascade's, at 32x32. `:tiny` runs in seconds.
+The super-resolution stage (Saharia et al. 2022; the cosine schedule and v-prediction, as
+the base) denoises a 32x32 image given the caption and the 16x16 image upsampled and
+concatenated on the channels. Training shrinks the real image and corrupts it with the
+forward process at a random level up to step 500 of 1000 (noise-conditioning augmentation;
+the level is an input); sampling draws the base run's samples for random captions (its own
+parameters, EMA and settings), augments them at `cascade.sample_aug_t` (sweep it with
+`experiments/evals/checkpoint_quality.py RUN --set cascade.sample_aug_t=...`) and
+super-resolves them with dynamic thresholding. The eval's caption match is the whole
+cascade's, at 32x32. `:tiny` runs in seconds.
 """
 
-from zoo.diffusion.config import cascade_config, make_tiny
+from zoo.diffusion.config import SHAPES_DIFFUSION, cascade_config, make_tiny
 
 # The config files of the runs this one loads, by role (config.stages.<role>.workdir).
 STAGES = {"base": "glide_shapes"}
@@ -36,7 +37,7 @@ def get_config(arg: str | None = None):
     )
     c.text_encoder.update(dict(dim=64, depth=2, num_heads=4))
     c.diffusion.update(
-        dict(condition="text", condition_dropout=0.2, guidance_scale=1.0, sample_steps=50)
+        dict(SHAPES_DIFFUSION, condition="text", condition_dropout=0.2, guidance_scale=1.0)
     )
     c.optim.update(dict(lr=1e-3, warmup_steps=200, schedule="cosine", end_lr_factor=0.1))
     c.train.update(

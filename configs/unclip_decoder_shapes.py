@@ -7,21 +7,21 @@
         --workdir=runs/unclip_decoder_shapes --config.stages.clip.workdir=runs/clip_shapes \
         --config.stages.prior.workdir=runs/unclip_prior_shapes
 
-A pixel DDPM (the `glide_shapes` U-Net) conditioned on the frozen CLIP's embedding of the
-training image: projected into the timestep embedding and into 4 tokens every attention
-block attends to; the embedding is zeroed for 10 % of the examples (classifier-free
-guidance). Samples are the whole unCLIP chain: a random caption -> an image embedding from
-the prior run (its own sampler settings) -> this decoder, DDIM with 50 steps; the eval's
-`eval/caption_match` judges them with the shapes reference classifier, and
-`eval/reconstruction_cosine` / `eval/reconstruction_retrieval` judge the decoder alone on
-held-out images' true embeddings. Sweep the guidance scale on a trained run with
+A pixel DDPM (the `glide_shapes` U-Net, cosine schedule and v-prediction) conditioned on the
+frozen CLIP's embedding of the training image: projected into the timestep embedding and
+into 4 tokens every attention block attends to; the embedding is zeroed for 10 % of the
+examples (classifier-free guidance). Samples are the whole unCLIP chain: a random caption ->
+an image embedding from the prior run (its own sampler settings) -> this decoder, DDIM with
+50 steps; the eval's `eval/caption_match` judges them with the shapes reference classifier,
+and `eval/reconstruction_cosine` / `eval/reconstruction_retrieval` judge the decoder alone
+on held-out images' true embeddings. Sweep the guidance scale on a trained run with
 `python experiments/evals/checkpoint_quality.py RUN --set diffusion.guidance_scale=3.0`.
 `:tiny` runs in seconds (tests).
 """
 
 import ml_collections
 
-from zoo.diffusion.config import ddpm_config, make_tiny
+from zoo.diffusion.config import SHAPES_DIFFUSION, ddpm_config, make_tiny
 from zoo.engine.stages import stage_entry
 
 # The config files of the runs this one loads, by role (config.stages.<role>.workdir).
@@ -51,7 +51,7 @@ def get_config(arg: str | None = None):
     c.data.update(dict(name="shapes", image_size=16, channels=3, batch_size=64, random_flip=False))
     c.unet.update(dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(8,), dropout=0.0))
     c.decoder = ml_collections.ConfigDict(dict(num_tokens=4, token_dim=64))
-    c.diffusion.update(dict(condition_dropout=0.1, guidance_scale=1.0, sample_steps=50))
+    c.diffusion.update(dict(SHAPES_DIFFUSION, condition_dropout=0.1, guidance_scale=1.0))
     c.optim.update(dict(lr=1e-3, warmup_steps=200, schedule="cosine", end_lr_factor=0.1))
     c.train.update(
         dict(steps=5000, log_every=100, sample_every=1000, eval_every=2500, checkpoint_every=1000)

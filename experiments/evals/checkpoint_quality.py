@@ -1,6 +1,7 @@
 """Sample quality (and, for DDPM, the exact bits/dim bound) of a workdir's latest checkpoint.
 
-    python experiments/evals/checkpoint_quality.py runs/ddpm_digits --sampler ancestral
+    python experiments/evals/checkpoint_quality.py runs/ddpm_digits --sampler ancestral \
+        --set diffusion.sample_steps=1000   # the full chain (default: the run's sample_steps)
     python experiments/evals/checkpoint_quality.py runs/ddpm_digits --exact_bpd 297
     python experiments/evals/checkpoint_quality.py runs/stylegan2_digits   # any model
     python experiments/evals/checkpoint_quality.py runs/parti_shapes --set prior.guidance_scale=3
@@ -114,6 +115,9 @@ def main():
     result = {"step": step, "num_samples": args.num, "set": args.set}
     if diffusion:
         result["sampler"] = config.diffusion.sampler
+        result["sample_steps"] = int(
+            config.diffusion.get("sample_steps", config.diffusion.timesteps)
+        )
     result.update(trainer.sample_evals[0](samples))
     if args.exact_bpd:
         result["exact_bound"] = exact_bound(trainer, state, config, args.exact_bpd)

@@ -6,9 +6,12 @@ import ml_collections
 import numpy as np
 import pytest
 
+from tests.diffusion.helpers import gaussian_denoiser
+from tests.diffusion.test_samplers import N, chain_moments, check_moments
 from tests.diffusion.test_text_unet import Recorder
+from zoo.diffusion.ddim import ddim_timesteps
 from zoo.diffusion.sampling import guided_denoiser, sample
-from zoo.diffusion.schedules import make_schedule
+from zoo.diffusion.schedules import make_schedule, respace
 
 
 def test_guidance_scale_zero_is_the_unconditional_model_and_one_the_conditional():
@@ -55,3 +58,45 @@ def test_sample_runs_the_named_sampler_and_refuses_unknown_ones():
     d.sampler = "euler"
     with pytest.raises(ValueError, match="diffusion.sampler='euler'"):
         sample(d, denoise, sched, jax.random.key(0), (2, 3))
+
+
+def test_respaced_ancestral_sampling_is_the_exact_chain_of_its_timesteps():
+    """sample_steps S < T: Algorithm 4.2 on the respaced schedule of DDIM's S timesteps, the
+    network called with the original t (a wrong t would give other moments)."""
+    sched = make_schedule("cosine", 100)
+    d = ml_collections.ConfigDict(
+        dict(sampler="ancestral", sample_steps=10, prediction="v", variance="fixed_small",
+             clip_denoised=False, dynamic_threshold=0.0)
+    )  # fmt: skip
+    seen = []
+
+    def denoise(x, t):
+        jax.debug.callback(lambda t: seen.append(int(t[0])), t, ordered=True)
+        return gaussian_denoiser(sched, "v")(x, t)
+
+    x = sample(d, denoise, sched, jax.random.key(0), (N, 1))
+    ts = ddim_timesteps(100, 10)
+    assert seen == list(ts[::-1])  # T-1 first, 0 last
+    sub = respace(sched, ts)
+    np.testing.assert_allclose(sub.alphas_cumprod, sched.alphas_cumprod[ts], rtol=1e-5)
+    check_moments(x, *chain_moments(sub.betas, 10))
+
+
+def test_respaced_ancestral_gives_clip_guidance_the_original_timesteps():
+    sched = make_schedule("cosine", 50)
+    d = ml_collections.ConfigDict(
+        dict(sampler="ancestral", sample_steps=5, prediction="eps", variance="fixed_small",
+             clip_denoised=False, dynamic_threshold=0.0)
+    )  # fmt: skip
+    seen = []
+
+    def shift(mean, variance, x, t):
+        jax.debug.callback(lambda t: seen.append(int(t[0])), t, ordered=True)
+        return mean
+
+    sample(d, gaussian_denoiser(sched), sched, jax.random.key(0), (2, 1), shift)
+    assert seen == list(ddim_timesteps(50, 5)[::-1])
+    for steps in (1, 51):
+        d.sample_steps = steps
+        with pytest.raises(ValueError, match="2 <= sample_steps <= T=50"):
+            sample(d, gaussian_denoiser(sched), sched, jax.random.key(0), (2, 1), shift)

@@ -90,6 +90,23 @@ def context(n):
     return Context(jax.random.key(1), jnp.int32(0), jnp.int32(0), ids)
 
 
+def loss_with_zero_model(objective, condition_of, n=1000):
+    """``objective``'s loss on a batch of ``n`` shapes examples with role "model" a network
+    that outputs zeros: (loss, aux, ``condition_of(*args, **kwargs)`` of its one call)."""
+    seen = []
+
+    def zero_model(x, *args, **kwargs):
+        seen.append(condition_of(x, *args, **kwargs))
+        return jnp.zeros_like(x)
+
+    def models(role, train=True, keep_state=True):
+        return zero_model if role == "model" else eval_models(objective)(role)
+
+    value, aux = objective.players[0].loss(models, shapes_batch(n), context(n))
+    (condition,) = seen
+    return value, aux, condition
+
+
 def shapes_batch(n, seed=0):
     labels = jax.random.randint(jax.random.key(seed), (n,), 0, shapes.NUM_CLASSES)
     images = jax.random.uniform(jax.random.key(seed + 1), (n, 16, 16, 3), minval=-1, maxval=1)
@@ -130,20 +147,9 @@ def test_prior_loss_targets_the_scaled_clip_embedding_and_drops_10_percent(clip_
     config = prior_config(clip_run)
     assert config.diffusion.condition_dropout == 0.1  # DALL-E 2's rate
     objective = registry.build_objective(config)
-    seen = []
-
-    def zero_prior(x, t, keep, **inputs):
-        seen.append(keep)
-        return jnp.zeros_like(x)
-
-    def models(role, train=True, keep_state=True):
-        return zero_prior if role == "model" else eval_models(objective)(role)
-
-    n = 1000
-    value, aux = objective.players[0].loss(models, shapes_batch(n), context(n))
+    value, aux, keep = loss_with_zero_model(objective, lambda x, t, keep, **inputs: keep)
     # x0 target sqrt(E) e with |e| = 1: a zero output's mean squared error is exactly 1
     np.testing.assert_allclose(float(value), 1.0, rtol=1e-5)
-    (keep,) = seen
     assert set(np.unique(np.asarray(keep))) == {0.0, 1.0}
     assert abs(float(jnp.mean(keep)) - 0.9) < 0.03
     np.testing.assert_allclose(float(aux["kept"]), float(jnp.mean(keep)))
@@ -197,18 +203,7 @@ def test_decoder_output_depends_on_the_embedding_through_both_paths():
 
 def test_decoder_loss_zeroes_10_percent_of_the_embeddings(clip_run, prior_run):
     objective = registry.build_objective(decoder_config(clip_run, prior_run))
-    seen = []
-
-    def spy(x, t, emb, *, dropout_key=None):
-        seen.append(emb)
-        return jnp.zeros_like(x)
-
-    def models(role, train=True, keep_state=True):
-        return spy if role == "model" else eval_models(objective)(role)
-
-    n = 1000
-    _, aux = objective.players[0].loss(models, shapes_batch(n), context(n))
-    (emb,) = seen
+    _, aux, emb = loss_with_zero_model(objective, lambda x, t, emb, **kwargs: emb)
     norms = np.asarray(jnp.linalg.norm(emb, axis=-1))
     zeroed = norms == 0
     np.testing.assert_allclose(norms[~zeroed], 1.0, rtol=1e-5)  # the others: CLIP's, unit

@@ -36,8 +36,7 @@ from zoo.autoregressive.prior import Prior
 from zoo.autoregressive.sampling import sample_grid, sample_tokens
 from zoo.autoregressive.tokenizer_objective import tokenizer_from_config
 from zoo.engine import stages
-from zoo.engine.objective import Objective, Player
-from zoo.engine.optim import make_optimizer
+from zoo.engine.objective import Objective, one_player
 from zoo.engine.rng import example_keys, per_example
 
 NUM_WINDOW_SAMPLES = 4
@@ -196,12 +195,11 @@ def build_objective(config) -> Objective:
         image = models("tokenizer").decode_indices(tokens)
         return jnp.clip(image, -1.0, 1.0)[None]
 
-    decay = float(config.get("ema_decay", 0.0))
-    return Objective(
-        modules={"prior": prior},
-        optimizers={"prior": make_optimizer(config.optim, int(config.train.steps))},
-        players=(Player("prior", "prior", loss),),
-        ema={"prior": decay} if decay > 0 else {},
+    return one_player(
+        config,
+        "prior",
+        prior,
+        loss,
         sample=sample,
         evaluate=evaluate,
         frozen={"tokenizer": tokenizer},

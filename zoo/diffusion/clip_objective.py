@@ -50,8 +50,7 @@ from zoo.diffusion.clip import clip_from_config
 from zoo.diffusion.ddpm import q_sample
 from zoo.diffusion.objective import schedule_from_config
 from zoo.diffusion.schedules import schedule_names
-from zoo.engine.objective import Objective, Player
-from zoo.engine.optim import make_optimizer
+from zoo.engine.objective import Objective, one_player
 from zoo.engine.rng import per_example
 
 
@@ -192,11 +191,10 @@ def build_objective(config) -> Objective:
             metrics[f"image_to_caption_t{t}"] = retrieval_accuracy(image_emb(t), captions, labels)
         return metrics
 
-    decay = float(config.get("ema_decay", 0.0))
-    return Objective(
-        modules={"model": model},
-        optimizers={"model": make_optimizer(config.optim, config.train.steps)},
-        players=(Player("model", "model", loss),),
-        ema={"model": decay} if decay > 0 else {},
+    return one_player(
+        config,
+        "model",
+        model,
+        loss,
         evaluate=evaluate,
     )

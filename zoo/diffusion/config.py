@@ -72,6 +72,13 @@ def ddpm_config() -> ml_collections.ConfigDict:
     return c
 
 
+# The diffusion settings of the 16x16 (and 32x32) ``shapes`` configs: the cosine schedule and
+# v-prediction (Salimans & Ho 2022), DDIM with 50 steps. At these sizes DDPM's linear betas
+# leave little signal for most of the chain: glide_shapes' caption match of 500 samples was
+# 0.56 at step 2,000 with these, 0.006 at step 2,500 with linear betas and eps-prediction.
+SHAPES_DIFFUSION = dict(schedule="cosine", prediction="v", sample_steps=50)
+
+
 def make_tiny(c: ml_collections.ConfigDict) -> None:
     """Turns a ``shapes`` diffusion config into its ``:tiny`` variant, in place: a width-16
     U-Net and a 1-layer, 16-wide caption encoder, 50 cosine steps sampled in 5, batches of 8

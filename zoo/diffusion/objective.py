@@ -52,8 +52,7 @@ from zoo.diffusion.sampling import SAMPLERS, guided_denoiser
 from zoo.diffusion.sampling import sample as run_sampler
 from zoo.diffusion.schedules import Schedule, make_schedule
 from zoo.diffusion.thresholding import check_dynamic_threshold
-from zoo.engine.objective import Objective, Player
-from zoo.engine.optim import make_optimizer
+from zoo.engine.objective import Objective, one_player
 from zoo.engine.rng import example_keys, per_example
 
 # ldm: the same objective on a frozen autoencoder's latents; imagen_sr: a cascade's
@@ -72,29 +71,56 @@ def schedule_from_config(d) -> Schedule:
     return make_schedule(d.schedule, d.timesteps, **kwargs)
 
 
+def denoising_loss(sched: Schedule, prediction: str, x0: jax.Array, ctx, apply):
+    """Algorithm 4.1's loss on clean ``x0 [B, ...]``: per example t ~ U{1..T}, eps ~ N(0, I)
+    and u ~ U[0, 1) (condition dropout keeps the condition where ``u >= p``);
+    ``apply(x_t, t, u) -> output`` runs the network on x_t (eq. 4.3); the mean squared error
+    to the ``prediction`` target (a scalar) and u ``[B]``."""
+
+    def draw(key):
+        k_t, k_eps, k_drop = jax.random.split(key, 3)
+        return (
+            jax.random.randint(k_t, (), 0, sched.num_timesteps),  # t ~ U{1..T} (0-based)
+            jax.random.normal(k_eps, x0.shape[1:], jnp.float32),
+            jax.random.uniform(k_drop),
+        )
+
+    t, eps, u = per_example(ctx, draw)
+    out = apply(q_sample(sched, x0, t, eps), t, u)
+    return diffusion_loss(out, prediction_target(sched, x0, eps, t, prediction)), u
+
+
+def check_choices(d, **choices) -> None:
+    """ValueErrors naming the bad field of ``config.diffusion`` ``d``: ``choices`` maps each
+    field to its allowed values; also the fields every diffusion model reads (a
+    ``condition_dropout`` in [0, 1), a valid ``dynamic_threshold``), before anything compiles."""
+    for field, allowed in choices.items():
+        if d[field] not in allowed:
+            raise ValueError(f"diffusion.{field}={d[field]!r}; choose one of {tuple(allowed)}")
+    check_dynamic_threshold(float(d.get("dynamic_threshold", 0.0)))
+    if not 0.0 <= float(d.condition_dropout) < 1.0:
+        raise ValueError(
+            f"diffusion.condition_dropout must lie in [0, 1), got {d.condition_dropout}"
+        )
+
+
 def _check_config(config) -> None:
     d = config.diffusion
-    for field, value, choices in (
-        ("prediction", d.prediction, PREDICTIONS),
-        ("variance", d.variance, VARIANCES),
-        ("sampler", d.sampler, SAMPLERS),
-        ("bpd_eval", d.bpd_eval, BPD_EVALS),
-        ("condition", d.condition, CONDITIONS),
-    ):
-        if value not in choices:
-            raise ValueError(f"diffusion.{field}={value!r}; choose one of {choices}")
+    check_choices(
+        d,
+        prediction=PREDICTIONS,
+        variance=VARIANCES,
+        sampler=SAMPLERS,
+        bpd_eval=BPD_EVALS,
+        condition=CONDITIONS,
+    )
     if config.unet.get("learn_sigma", False):
         raise ValueError("the ddpm objective has fixed variances: set unet.learn_sigma=False")
-    check_dynamic_threshold(float(d.get("dynamic_threshold", 0.0)))
     if d.condition == "class" and config.data.num_classes <= 0:
         raise ValueError("diffusion.condition='class' needs data.num_classes > 0")
     if d.condition == "text" and config.data.name != "shapes":
         raise ValueError(
             "diffusion.condition='text' reads captions: only data.name='shapes' has them"
-        )
-    if not 0.0 <= float(d.condition_dropout) < 1.0:
-        raise ValueError(
-            f"diffusion.condition_dropout must lie in [0, 1), got {d.condition_dropout}"
         )
     if config.model == "ldm" and (
         d.clip_denoised or float(d.get("dynamic_threshold", 0.0)) or d.bpd_eval != "none"
@@ -179,7 +205,6 @@ def build_objective(config) -> Objective:
     _check_config(config)
     d, data = config.diffusion, config.data
     sched = schedule_from_config(d)
-    T = sched.num_timesteps
     condition = str(d.condition)
     drop_p = float(d.condition_dropout)
     guidance = float(d.guidance_scale)
@@ -253,16 +278,6 @@ def build_objective(config) -> Objective:
             z = models("autoencoder").encode_latents(x0, key=example_keys(ctx, "posterior"))
             x0 = z * model.measure(z, ctx)
 
-        def draw(key):
-            k_t, k_eps, k_drop = jax.random.split(key, 3)
-            return (
-                jax.random.randint(k_t, (), 0, T),  # t ~ U{1..T} (0-based)
-                jax.random.normal(k_eps, x0.shape[1:], jnp.float32),
-                jax.random.uniform(k_drop),
-            )
-
-        t, eps, u = per_example(ctx, draw)
-        xt = q_sample(sched, x0, t, eps)  # eq. 4.3
         cond = condition_of(batch)
 
         def augmentation(key):  # the SR stage's augmentation level and noise
@@ -277,12 +292,14 @@ def build_objective(config) -> Objective:
         if edit:  # GLIDE: random regions erased (the net zeroes them); the loss on all pixels
             mask = jax.vmap(lambda k: inpainting.random_mask(k, size))(example_keys(ctx, "mask"))
             extra.update(known=x0, mask=mask)
-        if cond is None:
-            out = model(xt, t, **extra)
-        else:
+
+        def apply(xt, t, u):
+            if cond is None:
+                return model(xt, t, **extra)
             keep = (u >= drop_p).reshape((-1,) + (1,) * (cond.ndim - 1))
-            out = model(xt, t, jnp.where(keep, cond, null_of(cond)), **extra)
-        value = diffusion_loss(out, prediction_target(sched, x0, eps, t, prediction))
+            return model(xt, t, jnp.where(keep, cond, null_of(cond)), **extra)
+
+        value, _ = denoising_loss(sched, prediction, x0, ctx, apply)
         aux = {"loss": value}
         if latent:
             aux["latent_scale"] = model.scale[...]
@@ -369,12 +386,11 @@ def build_objective(config) -> Objective:
         x0 = batch["image"].astype(jnp.float32)
         return {"bpd": jnp.mean(_bpd(graphdef, state, x0, condition_of(batch), rng))}
 
-    decay = float(config.get("ema_decay", 0.0))
-    return Objective(
-        modules={"model": net},
-        optimizers={"model": make_optimizer(config.optim, config.train.steps)},
-        players=(Player("model", "model", loss),),
-        ema={"model": decay} if decay > 0 else {},
+    return one_player(
+        config,
+        "model",
+        net,
+        loss,
         sample=sample,
         frozen=frozen,
         evaluate=None if bpd_eval == "none" else evaluate,

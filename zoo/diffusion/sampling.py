@@ -9,10 +9,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from zoo.diffusion.ddim import ddim_sample
+from zoo.diffusion.ddim import ddim_sample, ddim_timesteps
 from zoo.diffusion.ddpm import MeanShift, ancestral_sample
 from zoo.diffusion.dpm_solver import dpm_solver_pp_sample
-from zoo.diffusion.schedules import Schedule
+from zoo.diffusion.schedules import Schedule, respace
 
 SAMPLERS = ("ancestral", "ddim", "dpm_solver_pp")
 
@@ -71,7 +71,10 @@ def sample(
     Reads sampler ('ancestral' | 'ddim' | 'dpm_solver_pp'), sample_steps (default T),
     ddim_eta, prediction, variance (ancestral), clip_denoised and dynamic_threshold.
     ``mean_shift`` (CLIP guidance) shifts the ancestral sampler's step means; the other
-    samplers have no per-step variance to scale it by, so they refuse it.
+    samplers have no per-step variance to scale it by, so they refuse it. The ancestral
+    sampler with ``sample_steps`` S < T runs on the respaced schedule of DDIM's S timesteps
+    (:func:`~zoo.diffusion.schedules.respace`), the network and ``mean_shift`` seeing the
+    original t.
     """
     if mean_shift is not None and d.sampler != "ancestral":
         raise ValueError(
@@ -89,7 +92,30 @@ def sample(
     if d.sampler == "dpm_solver_pp":
         return dpm_solver_pp_sample(denoise, sched, rng, shape, steps=steps, **limit)
     if d.sampler == "ancestral":
+        if steps != sched.num_timesteps:
+            denoise, sched, mean_shift = _respaced(denoise, sched, steps, mean_shift)
         return ancestral_sample(
             denoise, sched, rng, shape, variance=d.variance, mean_shift=mean_shift, **limit
         )
     raise ValueError(f"diffusion.sampler={d.sampler!r}; choose one of {SAMPLERS}")
+
+
+def _respaced(denoise, sched: Schedule, steps: int, mean_shift: MeanShift | None):
+    """(denoise, schedule, mean_shift) of ancestral sampling in ``steps`` < T steps: the
+    respaced schedule of DDIM's timesteps, with its step indices k mapped back to the
+    timesteps ``ts[k]`` the network (and a noise-aware CLIP) were trained on."""
+    if not 2 <= steps <= sched.num_timesteps:
+        raise ValueError(
+            f"the ancestral sampler needs 2 <= sample_steps <= T={sched.num_timesteps}, "
+            f"got {steps}"
+        )
+    ts = ddim_timesteps(sched.num_timesteps, steps)
+    original = jnp.asarray(ts)
+
+    def respaced_denoise(x, k):
+        return denoise(x, original[k])
+
+    def respaced_shift(mean, variance, x, k):
+        return mean_shift(mean, variance, x, original[k])
+
+    return respaced_denoise, respace(sched, ts), None if mean_shift is None else respaced_shift

@@ -133,6 +133,16 @@ def schedule_from_betas(betas: np.ndarray) -> Schedule:
     return Schedule(**{k: jnp.asarray(v, dtype=jnp.float32) for k, v in arrays.items()})
 
 
+def respace(sched: Schedule, ts) -> Schedule:
+    """The schedule of the sub-sequence ``ts`` (increasing indices into ``sched``, >= 2 of
+    them) as its own chain: step k has alpha-bar ``sched``'s at ``ts[k]``, so its betas are
+    ``1 - ab[ts[k]] / ab[ts[k-1]]`` (Nichol & Dhariwal 2021, sec. 4). Ancestral sampling on it
+    takes ``len(ts)`` steps of the same forward process; a network trained on ``sched`` is
+    called with ``ts[k]`` at step k."""
+    ab = np.asarray(sched.alphas_cumprod, np.float64)[np.asarray(ts)]
+    return schedule_from_betas(1.0 - ab / np.append(1.0, ab[:-1]))
+
+
 def make_schedule(name: str, T: int, **kwargs) -> Schedule:
     """The registered schedule ``name`` with ``T`` steps; ``kwargs`` go to its beta function.
 

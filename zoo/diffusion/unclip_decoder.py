@@ -36,12 +36,11 @@ import ml_collections
 from flax import nnx
 
 from zoo.diffusion.clip_objective import retrieval_accuracy
-from zoo.diffusion.ddpm import PREDICTIONS, VARIANCES, diffusion_loss, prediction_target, q_sample
-from zoo.diffusion.objective import schedule_from_config
+from zoo.diffusion.ddpm import PREDICTIONS, VARIANCES
+from zoo.diffusion.objective import check_choices, denoising_loss, schedule_from_config
 from zoo.diffusion.sampling import SAMPLERS, guided_denoiser
 from zoo.diffusion.sampling import sample as run_sampler
 from zoo.diffusion.schedules import schedule_names
-from zoo.diffusion.thresholding import check_dynamic_threshold
 from zoo.diffusion.unclip_prior import (
     clip_of,
     embedding_sampler,
@@ -50,9 +49,8 @@ from zoo.diffusion.unclip_prior import (
 )
 from zoo.diffusion.unet import UNet, unet_from_config
 from zoo.engine import stages
-from zoo.engine.objective import Objective, Player
-from zoo.engine.optim import make_optimizer
-from zoo.engine.rng import example_keys, per_example
+from zoo.engine.objective import Objective, one_player
+from zoo.engine.rng import example_keys
 from zoo.engine.stage_store import StageStore
 
 
@@ -125,20 +123,13 @@ def _check_config(config) -> None:
         raise ValueError(
             f"unCLIP samples captions: data.name must be 'shapes', got {config.data.name!r}"
         )
-    d = config.diffusion
-    for field, value, choices in (
-        ("schedule", d.schedule, schedule_names()),
-        ("prediction", d.prediction, PREDICTIONS),
-        ("variance", d.variance, VARIANCES),
-        ("sampler", d.sampler, SAMPLERS),
-    ):
-        if value not in choices:
-            raise ValueError(f"diffusion.{field}={value!r}; choose one of {tuple(choices)}")
-    check_dynamic_threshold(float(d.get("dynamic_threshold", 0.0)))
-    if not 0.0 <= float(d.condition_dropout) < 1.0:
-        raise ValueError(
-            f"diffusion.condition_dropout must lie in [0, 1), got {d.condition_dropout}"
-        )
+    check_choices(
+        config.diffusion,
+        schedule=schedule_names(),
+        prediction=PREDICTIONS,
+        variance=VARIANCES,
+        sampler=SAMPLERS,
+    )
     if config.unet.get("learn_sigma", False):
         raise ValueError("the decoder has fixed variances: set unet.learn_sigma=False")
 
@@ -155,7 +146,7 @@ def build_objective(config) -> Objective:
     net = decoder_from_config(config, embed_dim=E, rngs=nnx.Rngs(int(config.seed)))
     d, data = config.diffusion, config.data
     sched = schedule_from_config(d)
-    T, drop_p, prediction = sched.num_timesteps, float(d.condition_dropout), str(d.prediction)
+    drop_p, prediction = float(d.condition_dropout), str(d.prediction)
     guidance = float(d.guidance_scale)
     shape = (int(data.image_size), int(data.image_size), int(data.channels))
     draw_embeddings = embedding_sampler(prior_source.diffusion, E)  # the prior run's sampler
@@ -167,22 +158,12 @@ def build_objective(config) -> Objective:
         x0 = batch["image"].astype(jnp.float32)
         emb = image_embedding(models("clip"), x0)  # [B, E] unit norm
 
-        def draw(key):
-            k_t, k_eps, k_drop = jax.random.split(key, 3)
-            return (
-                jax.random.randint(k_t, (), 0, T),
-                jax.random.normal(k_eps, x0.shape[1:], jnp.float32),
-                jax.random.uniform(k_drop),
-            )
+        def apply(xt, t, u):
+            keep = (u >= drop_p)[:, None]
+            return model(xt, t, jnp.where(keep, emb, 0.0), dropout_key=example_keys(ctx, "dropout"))
 
-        t, eps, u = per_example(ctx, draw)
-        keep = (u >= drop_p)[:, None]
-        out = model(
-            q_sample(sched, x0, t, eps), t, jnp.where(keep, emb, 0.0),
-            dropout_key=example_keys(ctx, "dropout"),
-        )  # fmt: skip
-        value = diffusion_loss(out, prediction_target(sched, x0, eps, t, prediction))
-        return value, {"loss": value, "kept": jnp.mean(keep.astype(jnp.float32))}
+        value, u = denoising_loss(sched, prediction, x0, ctx, apply)
+        return value, {"loss": value, "kept": jnp.mean((u >= drop_p).astype(jnp.float32))}
 
     def decode(model, emb, rng):
         """``emb [n, E]`` -> images ``[n, H, W, C]`` in [-1, 1], with guidance."""
@@ -213,12 +194,11 @@ def build_objective(config) -> Objective:
             "retrieval_true": retrieval_accuracy(true, captions, labels),
         }
 
-    decay = float(config.get("ema_decay", 0.0))
-    return Objective(
-        modules={"model": net},
-        optimizers={"model": make_optimizer(config.optim, config.train.steps)},
-        players=(Player("model", "model", loss),),
-        ema={"model": decay} if decay > 0 else {},
+    return one_player(
+        config,
+        "model",
+        net,
+        loss,
         sample=sample,
         evaluate=evaluate,
         frozen={"clip": clip, "prior": prior},

@@ -43,15 +43,13 @@ from flax import nnx
 
 from zoo.diffusion.clip import CLIP, clip_from_config, l2_normalize
 from zoo.diffusion.clip_objective import retrieval_accuracy
-from zoo.diffusion.ddpm import PREDICTIONS, diffusion_loss, prediction_target, q_sample
-from zoo.diffusion.objective import schedule_from_config
+from zoo.diffusion.ddpm import PREDICTIONS
+from zoo.diffusion.objective import check_choices, denoising_loss, schedule_from_config
 from zoo.diffusion.sampling import SAMPLERS, guided_denoiser
 from zoo.diffusion.sampling import sample as run_sampler
 from zoo.diffusion.schedules import schedule_names
 from zoo.engine import stages
-from zoo.engine.objective import Objective, Player
-from zoo.engine.optim import make_optimizer
-from zoo.engine.rng import per_example
+from zoo.engine.objective import Objective, one_player
 from zoo.nn.embeddings import timestep_embedding
 from zoo.nn.text import TextBlock
 
@@ -196,21 +194,11 @@ def check_prior_config(config) -> None:
             f"unCLIP reads captions: data.name must be 'shapes', got {config.data.name!r}"
         )
     d = config.diffusion
-    for field, value, choices in (
-        ("schedule", d.schedule, schedule_names()),
-        ("prediction", d.prediction, PREDICTIONS),
-        ("sampler", d.sampler, SAMPLERS),
-    ):
-        if value not in choices:
-            raise ValueError(f"diffusion.{field}={value!r}; choose one of {tuple(choices)}")
+    check_choices(d, schedule=schedule_names(), prediction=PREDICTIONS, sampler=SAMPLERS)
     if d.clip_denoised or float(d.get("dynamic_threshold", 0.0)):
         raise ValueError(
             "the prior diffuses embeddings scaled by sqrt(E), not pixels in [-1, 1]: set "
             "diffusion.clip_denoised=False and dynamic_threshold=0"
-        )
-    if not 0.0 <= float(d.condition_dropout) < 1.0:
-        raise ValueError(
-            f"diffusion.condition_dropout must lie in [0, 1), got {d.condition_dropout}"
         )
 
 
@@ -227,7 +215,7 @@ def build_objective(config) -> Objective:
     prior = prior_from_config(config, clip_source, rngs=nnx.Rngs(int(config.seed)))
     d = config.diffusion
     sched = schedule_from_config(d)  # a bad beta range fails here, not in jit
-    T, E = sched.num_timesteps, int(clip_source.clip.embed_dim)
+    E = int(clip_source.clip.embed_dim)
     scale, drop_p, prediction = embed_scale(E), float(d.condition_dropout), str(d.prediction)
     draw_embeddings = embedding_sampler(d, E)
     table_tokens = jnp.asarray(shapes.caption_table()[0])  # [NUM_CLASSES, L]
@@ -236,20 +224,13 @@ def build_objective(config) -> Objective:
         """MSE of the prior's output on ``batch["image"]``'s CLIP embedding, noised."""
         model, frozen_clip = models("model"), models("clip")
         z0 = scale * image_embedding(frozen_clip, batch["image"])  # [B, E]
-
-        def draw(key):
-            k_t, k_eps, k_drop = jax.random.split(key, 3)
-            return (
-                jax.random.randint(k_t, (), 0, T),
-                jax.random.normal(k_eps, (E,), jnp.float32),
-                jax.random.uniform(k_drop),
-            )
-
-        t, eps, u = per_example(ctx, draw)
-        keep = (u >= drop_p).astype(jnp.float32)
         inputs = caption_inputs(frozen_clip, batch["tokens"])
-        out = model(q_sample(sched, z0, t, eps), t, keep, **inputs)
-        value = diffusion_loss(out, prediction_target(sched, z0, eps, t, prediction))
+
+        def apply(zt, t, u):
+            return model(zt, t, (u >= drop_p).astype(jnp.float32), **inputs)
+
+        value, u = denoising_loss(sched, prediction, z0, ctx, apply)
+        keep = (u >= drop_p).astype(jnp.float32)
         return value, {"loss": value, "kept": jnp.mean(keep)}
 
     def sample(models, rng, n: int):
@@ -275,12 +256,11 @@ def build_objective(config) -> Objective:
             "retrieval_true": retrieval_accuracy(true, captions, labels),
         }
 
-    decay = float(config.get("ema_decay", 0.0))
-    return Objective(
-        modules={"model": prior},
-        optimizers={"model": make_optimizer(config.optim, config.train.steps)},
-        players=(Player("model", "model", loss),),
-        ema={"model": decay} if decay > 0 else {},
+    return one_player(
+        config,
+        "model",
+        prior,
+        loss,
         sample=sample,
         evaluate=evaluate,
         frozen={"clip": clip},

@@ -33,6 +33,8 @@ import jax
 import optax
 from flax import nnx
 
+from zoo.engine.optim import make_optimizer
+
 
 class Context(NamedTuple):
     """What a loss knows about where it runs.
@@ -150,3 +152,20 @@ class Objective:
         for role in list(self.optimizers) + list(self.ema):
             if role not in roles:
                 raise ValueError(f"optimizer/ema names unknown role {role!r}")
+
+
+def one_player(config, role: str, module: nnx.Module, loss: Loss, **fields) -> Objective:
+    """The :class:`Objective` of a family that trains one module with one loss.
+
+    ``module`` is trained as ``role`` by ``loss`` (one update per step) with the optimizer of
+    ``config.optim`` over ``config.train.steps``, and keeps an EMA copy when ``config.ema_decay``
+    is above 0. ``fields`` are the rest of the Objective (sample, evaluate, frozen, figures).
+    """
+    decay = float(config.get("ema_decay", 0.0))
+    return Objective(
+        modules={role: module},
+        optimizers={role: make_optimizer(config.optim, int(config.train.steps))},
+        players=(Player(role, role, loss),),
+        ema={role: decay} if decay > 0 else {},
+        **fields,
+    )
