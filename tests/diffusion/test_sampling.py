@@ -60,18 +60,26 @@ def test_sample_runs_the_named_sampler_and_refuses_unknown_ones():
         sample(d, denoise, sched, jax.random.key(0), (2, 3))
 
 
+def ancestral(steps, prediction):
+    """``config.diffusion`` of the ancestral sampler with ``steps``, no clipping."""
+    return ml_collections.ConfigDict(
+        dict(sampler="ancestral", sample_steps=steps, prediction=prediction,
+             variance="fixed_small", clip_denoised=False, dynamic_threshold=0.0)
+    )  # fmt: skip
+
+
+def record_first_t(seen, t):
+    """Appends ``t[0]`` to ``seen`` each time the traced code runs (in step order)."""
+    jax.debug.callback(lambda t: seen.append(int(t[0])), t, ordered=True)
+
+
 def test_respaced_ancestral_sampling_is_the_exact_chain_of_its_timesteps():
     """sample_steps S < T: Algorithm 4.2 on the respaced schedule of DDIM's S timesteps, the
     network called with the original t (a wrong t would give other moments)."""
-    sched = make_schedule("cosine", 100)
-    d = ml_collections.ConfigDict(
-        dict(sampler="ancestral", sample_steps=10, prediction="v", variance="fixed_small",
-             clip_denoised=False, dynamic_threshold=0.0)
-    )  # fmt: skip
-    seen = []
+    sched, d, seen = make_schedule("cosine", 100), ancestral(10, "v"), []
 
     def denoise(x, t):
-        jax.debug.callback(lambda t: seen.append(int(t[0])), t, ordered=True)
+        record_first_t(seen, t)
         return gaussian_denoiser(sched, "v")(x, t)
 
     x = sample(d, denoise, sched, jax.random.key(0), (N, 1))
@@ -83,15 +91,10 @@ def test_respaced_ancestral_sampling_is_the_exact_chain_of_its_timesteps():
 
 
 def test_respaced_ancestral_gives_clip_guidance_the_original_timesteps():
-    sched = make_schedule("cosine", 50)
-    d = ml_collections.ConfigDict(
-        dict(sampler="ancestral", sample_steps=5, prediction="eps", variance="fixed_small",
-             clip_denoised=False, dynamic_threshold=0.0)
-    )  # fmt: skip
-    seen = []
+    sched, d, seen = make_schedule("cosine", 50), ancestral(5, "eps"), []
 
     def shift(mean, variance, x, t):
-        jax.debug.callback(lambda t: seen.append(int(t[0])), t, ordered=True)
+        record_first_t(seen, t)
         return mean
 
     sample(d, gaussian_denoiser(sched), sched, jax.random.key(0), (2, 1), shift)
