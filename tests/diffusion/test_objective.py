@@ -167,6 +167,9 @@ def test_loss_does_not_depend_on_batch_split(stand_in):
         (dict(dynamic_threshold=1.5), "dynamic_threshold"),
         (dict(condition="text"), "only data.name=.shapes."),
         (dict(guidance_scale=2.0), "needs a condition"),
+        (dict(sample_steps=11), r"sample_steps=11 must lie in \[2, T=10\]"),
+        (dict(sample_steps=1), r"sample_steps=1 must lie in \[2, T=10\] for the 'ancestral'"),
+        (dict(sampler="ddim", sample_steps=0), r"must lie in \[1, T=10\] for the 'ddim'"),
     ],
 )
 def test_bad_config_raises(stand_in, override, match):

@@ -93,7 +93,8 @@ def denoising_loss(sched: Schedule, prediction: str, x0: jax.Array, ctx, apply):
 def check_choices(d, **choices) -> None:
     """ValueErrors naming the bad field of ``config.diffusion`` ``d``: ``choices`` maps each
     field to its allowed values; also the fields every diffusion model reads (a
-    ``condition_dropout`` in [0, 1), a valid ``dynamic_threshold``), before anything compiles."""
+    ``condition_dropout`` in [0, 1), a valid ``dynamic_threshold``, ``sample_steps`` the
+    sampler can take), before anything compiles."""
     for field, allowed in choices.items():
         if d[field] not in allowed:
             raise ValueError(f"diffusion.{field}={d[field]!r}; choose one of {tuple(allowed)}")
@@ -101,6 +102,13 @@ def check_choices(d, **choices) -> None:
     if not 0.0 <= float(d.condition_dropout) < 1.0:
         raise ValueError(
             f"diffusion.condition_dropout must lie in [0, 1), got {d.condition_dropout}"
+        )
+    T = int(d.timesteps)
+    steps, fewest = int(d.get("sample_steps", T)), 2 if d.sampler == "ancestral" else 1
+    if not fewest <= steps <= T:
+        raise ValueError(
+            f"diffusion.sample_steps={steps} must lie in [{fewest}, T={T}] for the "
+            f"{d.sampler!r} sampler"
         )
 
 

@@ -106,8 +106,7 @@ def _respaced(denoise, sched: Schedule, steps: int, mean_shift: MeanShift | None
     timesteps ``ts[k]`` the network (and a noise-aware CLIP) were trained on."""
     if not 2 <= steps <= sched.num_timesteps:
         raise ValueError(
-            f"the ancestral sampler needs 2 <= sample_steps <= T={sched.num_timesteps}, "
-            f"got {steps}"
+            f"the ancestral sampler needs 2 <= sample_steps <= T={sched.num_timesteps}, got {steps}"
         )
     ts = ddim_timesteps(sched.num_timesteps, steps)
     original = jnp.asarray(ts)
