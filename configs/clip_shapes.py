@@ -18,6 +18,11 @@ the default took 8.3 min and retrieves every caption (image_to_caption 1.0, capt
 t=100, 0.05 at t=300 and chance (0.006) by t=700. `:noisy` took 10.8 min: 0.66 at t=0, 0.61
 at t=100, 0.25 at t=300, 0.05 at t=500; its loss (3.4) is far from the floor, so it is
 undertrained at this length: raise train.steps for guidance.
+
+With the cosine schedule and groups of 4 channels (today's `:noisy`), 3,000 steps
+(`--config.train.steps=3000`, 12.1 min shared): 0.69 at t=0, 0.69 at t=100, 0.63 at t=300,
+0.47 at t=500, 0.22 at t=700 (loss 1.97, flat from step 2,000). Guiding glide_shapes' run with
+its caption dropped, it lifts caption match from 0.008 to 0.70 at scale 100 (README).
 """
 
 import ml_collections
