@@ -48,7 +48,7 @@ from zoo.diffusion.ddpm import (
 )
 from zoo.diffusion.latent import LatentDenoiser, autoencoder_of
 from zoo.diffusion.likelihood import exact_bpd, mc_bpd
-from zoo.diffusion.sampling import SAMPLERS, guided_denoiser
+from zoo.diffusion.sampling import SAMPLERS, check_sample_steps, guided_denoiser
 from zoo.diffusion.sampling import sample as run_sampler
 from zoo.diffusion.schedules import Schedule, make_schedule
 from zoo.diffusion.thresholding import check_dynamic_threshold
@@ -103,13 +103,7 @@ def check_choices(d, **choices) -> None:
         raise ValueError(
             f"diffusion.condition_dropout must lie in [0, 1), got {d.condition_dropout}"
         )
-    T = int(d.timesteps)
-    steps, fewest = int(d.get("sample_steps", T)), 2 if d.sampler == "ancestral" else 1
-    if not fewest <= steps <= T:
-        raise ValueError(
-            f"diffusion.sample_steps={steps} must lie in [{fewest}, T={T}] for the "
-            f"{d.sampler!r} sampler"
-        )
+    check_sample_steps(d.sampler, int(d.get("sample_steps", d.timesteps)), int(d.timesteps))
 
 
 def _check_config(config) -> None:

@@ -87,6 +87,7 @@ def sample(
         dynamic_threshold=float(d.get("dynamic_threshold", 0.0)),
     )
     steps = int(d.get("sample_steps", sched.num_timesteps))
+    check_sample_steps(d.sampler, steps, sched.num_timesteps)
     if d.sampler == "ddim":
         return ddim_sample(denoise, sched, rng, shape, steps=steps, eta=float(d.ddim_eta), **limit)
     if d.sampler == "dpm_solver_pp":
@@ -100,14 +101,23 @@ def sample(
     raise ValueError(f"diffusion.sampler={d.sampler!r}; choose one of {SAMPLERS}")
 
 
+def check_sample_steps(sampler: str, steps: int, T: int) -> None:
+    """ValueError unless ``sampler`` can take ``steps`` of a T-step schedule: ancestral
+    sampling needs 2..T (its respaced schedule, :func:`~zoo.diffusion.schedules.respace`, takes
+    at least two timesteps), DDIM and DPM-Solver++ 1..T. Checked from the config before
+    compiling (:func:`~zoo.diffusion.objective.check_choices`) and again by :func:`sample`."""
+    fewest = 2 if sampler == "ancestral" else 1
+    if not fewest <= steps <= T:
+        raise ValueError(
+            f"diffusion.sample_steps={steps} must lie in [{fewest}, T={T}] for the "
+            f"{sampler!r} sampler"
+        )
+
+
 def _respaced(denoise, sched: Schedule, steps: int, mean_shift: MeanShift | None):
     """(denoise, schedule, mean_shift) of ancestral sampling in ``steps`` < T steps: the
     respaced schedule of DDIM's timesteps, with its step indices k mapped back to the
     timesteps ``ts[k]`` the network (and a noise-aware CLIP) were trained on."""
-    if not 2 <= steps <= sched.num_timesteps:
-        raise ValueError(
-            f"the ancestral sampler needs 2 <= sample_steps <= T={sched.num_timesteps}, got {steps}"
-        )
     ts = ddim_timesteps(sched.num_timesteps, steps)
     original = jnp.asarray(ts)
 
