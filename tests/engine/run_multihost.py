@@ -64,6 +64,7 @@ def main():
     if zoo_main._CONFIG.value.parallel == "pmap":  # one copy per local device
         first = lambda x: np.asarray(x.addressable_data(0))[0]  # noqa: E731
         state = state._replace(params=jax.tree.map(first, state.params))
+    steps_done = int(np.asarray(state.step.addressable_data(0)).reshape(-1)[0])
     paths = jax.tree_util.tree_flatten_with_path(state.params)[0]
     params = {jax.tree_util.keystr(k): np.asarray(jax.device_get(v)) for k, v in paths}
     os.makedirs(args.report_dir, exist_ok=True)
@@ -76,6 +77,7 @@ def main():
         local_devices=jax.local_device_count(),
         distributed=jax.distributed.is_initialized(),
         pid=os.getpid(),
+        step=steps_done,
         loaded=loaded,
         grids=grids,
     )

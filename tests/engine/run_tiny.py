@@ -54,6 +54,14 @@ def main():
     set_fields(c, args.set)  # e.g. optim.name='sgd' (optim_d inherits optim's fields)
     c.eval.num_samples = 0
     state = run(c, args.workdir)
+    first = jax.devices()[0]
+    # What the first device holds of the params, optimizer state and EMA (bytes).
+    device_bytes = sum(
+        shard.data.nbytes
+        for x in jax.tree.leaves((state.params, state.opt, state.ema))
+        for shard in x.addressable_shards
+        if shard.device == first
+    )
     if args.parallel == "pmap":
         state = jax.tree.map(lambda x: x[0], state)
     leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state.params))]
@@ -64,6 +72,10 @@ def main():
                 "devices": jax.device_count(),
                 "digest": digest,
                 "param_sum": float(sum(x.sum() for x in leaves)),
+                "device_bytes": int(device_bytes),
+                "total_bytes": int(
+                    sum(x.nbytes for x in jax.tree.leaves((state.params, state.opt, state.ema)))
+                ),
             }
         )
     )

@@ -9,6 +9,7 @@ started with ``run_multihost.py``.
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -128,8 +129,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(config, workdir, reports, *, processes, devices, overrides, timeout=900):
-    """Run ``run_multihost.py`` in ``processes`` processes; returns their reports."""
+def launch(config, workdir, reports, *, processes, devices, overrides, timeout=900, term=None):
+    """Run ``run_multihost.py`` in ``processes`` processes; returns their reports.
+
+    ``term = (i, ready)``: send process i SIGTERM once ``ready()`` is true.
+    """
     env = {k: v for k, v in os.environ.items() if k not in COORDINATOR_VARS}
     port = free_port()
     procs, logs = [], []
@@ -152,6 +156,9 @@ def launch(config, workdir, reports, *, processes, devices, overrides, timeout=9
         while any(p.poll() is None for p in procs):
             failed = [p for p in procs if p.returncode not in (None, 0)]
             assert not failed and time.time() - start < timeout, "a process failed or hung"
+            if term is not None and term[1]():
+                procs[term[0]].send_signal(signal.SIGTERM)
+                term = None
             time.sleep(0.2)
         assert all(p.returncode == 0 for p in procs)
     except AssertionError:
@@ -281,3 +288,42 @@ def test_two_processes_match_one(model, parallel, one_process, tmp_path):
     for step in (3, 5):
         written = sorted(p.name for p in (saved / str(step) / "state").glob("ocdbt.process_*"))
         assert written == ["ocdbt.process_0", "ocdbt.process_1"]
+
+
+@pytest.mark.slow  # about a minute on 2 idle cores
+def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path):
+    """A preemption notice reaches one host only; all save the same step and exit cleanly.
+
+    Before JAX's preemption service was used, the signalled process stopped alone and
+    began a (collective) save while the other stepped on: the run hung.
+    """
+    metrics_file = tmp_path / "run" / "metrics.jsonl"
+
+    def trained_a_few_steps():
+        return metrics_file.exists() and len(metrics_file.read_text().splitlines()) >= 3
+
+    config, overrides = RUNS["ddpm"]
+    reports = launch(
+        config,
+        tmp_path / "run",
+        tmp_path / "report",
+        processes=2,
+        devices=1,
+        overrides=[
+            *overrides,
+            "--config.train.steps=100000",
+            "--config.train.log_every=1",
+            "--config.train.checkpoint_every=0",
+            "--config.train.sample_every=0",
+            "--config.train.eval_every=0",
+        ],
+        timeout=300,
+        term=(1, trained_a_few_steps),
+    )
+    stopped = {r["step"] for r in reports}
+    assert len(stopped) == 1 and 3 <= min(stopped) < 100000, stopped
+    (step,) = stopped
+    saved = tmp_path / "run" / "checkpoints"
+    assert sorted(int(p.name) for p in saved.iterdir() if p.name.isdigit()) == [step]
+    for r in reports:
+        assert f"saved a checkpoint at step {step}" in r["log"], r["log"][-2000:]

@@ -76,6 +76,16 @@ def check_config(config) -> None:
             f"optim.microbatches={microbatches} must divide data.batch_size={batch_size}"
         )
     parallel.check_batch_layout(batch_size, microbatches, config.parallel)
+    parallel.mesh_shape(**mesh_sizes(config), mode=config.parallel)
+    _integer(config, "mesh.fsdp_min_size", minimum=0, default=parallel.FSDP_MIN_SIZE)
+
+
+def mesh_sizes(config) -> dict[str, int]:
+    """``{"data": ..., "fsdp": ...}`` from ``config.mesh`` (-1: the rest of the devices)."""
+    return {
+        name: _integer(config, f"mesh.{name}", minimum=-1, note="-1: the rest", default=default)
+        for name, default in (("data", -1), ("fsdp", 1))
+    }
 
 
 def _check_optim(config, section: str, optim, base=None) -> None:
@@ -281,6 +291,9 @@ def base_config():
     c.model = ""
     c.seed = 0
     c.parallel = "jit"  # or "pmap": the same step under jax.pmap
+    # jit's device mesh: the batch is split over all of it; with fsdp > 1 each large state
+    # tensor is split over the fsdp axis (zoo.engine.parallel.fsdp_spec). -1: the rest.
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, fsdp_min_size=2**14))
     c.ema_decay = 0.0
     # True: decay min(ema_decay, (1 + n) / (10 + n)) after step n, so that a short run's EMA
     # forgets the initial weights (zoo.engine.step.ema_decay_at).

@@ -11,7 +11,6 @@ import functools
 import json
 import logging
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -25,8 +24,9 @@ from tqdm.auto import tqdm
 from zoo import data as zdata
 from zoo.engine import parallel, stages
 from zoo.engine.checkpoint import Checkpointer
-from zoo.engine.config import config_changes
+from zoo.engine.config import config_changes, mesh_sizes
 from zoo.engine.objective import Objective
+from zoo.engine.preemption import Preemption
 from zoo.engine.state import Graphs, count_params, init_state, split_frozen, split_modules
 from zoo.engine.step import Models, build_train_step
 from zoo.engine.writers import MetricWriter, image_grid, save_image_grid
@@ -44,28 +44,6 @@ def numeric(batch: dict) -> dict[str, np.ndarray]:
     return {k: v for k, v in arrays.items() if v.dtype.kind in "biuf"}
 
 
-class Preemption:
-    """Turns SIGTERM/SIGINT into a flag the loop polls; a second SIGINT aborts."""
-
-    def __init__(self):
-        self.requested = None
-        self._old = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.requested is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = signal.Signals(signum).name
-
-    def __exit__(self, *exc):
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-
-
 class Trainer:
     """Owns the compiled step, the state and the hooks of one run."""
 
@@ -79,7 +57,11 @@ class Trainer:
         self.substeps = objective.substeps
         global_batch = int(config.data.batch_size)
         parallel.check_batch_layout(global_batch, self.microbatches, config.parallel)
-        self.runner = parallel.Runner(config.parallel)
+        self.runner = parallel.Runner(
+            config.parallel,
+            **mesh_sizes(config),
+            min_size=int(config.get("mesh", {}).get("fsdp_min_size", parallel.FSDP_MIN_SIZE)),
+        )
         self.source = zdata.make_source(
             config.data,
             seed=int(config.seed),
@@ -111,9 +93,11 @@ class Trainer:
         # init program as constants (slow to compile for large models).
         self._init = functools.partial(init_state, objective)
         self._variables = (params, rest)
+        shapes = jax.eval_shape(self._init, *self._variables)
         self.abstract_state = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
-            jax.eval_shape(self._init, *self._variables),
+            lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+            shapes,
+            self.runner.state_shardings(shapes),
         )
         step_fn = build_train_step(
             objective,
@@ -331,7 +315,7 @@ class Trainer:
                         every["checkpoint_every"] and step % every["checkpoint_every"] == 0
                     ):
                         self.save(state, step)
-                    if preempt.requested:
+                    if preempt.stop_at(step):
                         self.save(state, step)
                         self.checkpointer.wait()
                         bar.write(

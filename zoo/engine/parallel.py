@@ -1,13 +1,16 @@
 """Devices, meshes and the two ways to run the step: ``jit`` over a mesh, or ``pmap``.
 
-jit (default): one program over a ``Mesh`` with a ``data`` axis; the batch is
-a global array sharded on its example axis, the state replicated, donated.
-pmap: the same pure step under ``jax.pmap`` with ``lax.pmean``; the state
-carries a leading device axis. Both give the same numbers (per-example RNG).
+jit (default): one program over a ``Mesh`` with axes ``data`` and ``fsdp`` (sizes from
+``config.mesh``); the batch is a global array sharded on its example axis over both, the
+state donated and, with ``fsdp`` > 1, sharded by :func:`fsdp_spec` (each large tensor split
+on one dimension over ``fsdp``; XLA gathers it where the step needs it whole).
+pmap: the same pure step under ``jax.pmap`` with ``lax.pmean``; the state carries a
+leading device axis. All give the same numbers (per-example RNG).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +22,52 @@ from jax.sharding import PartitionSpec as P
 
 PARALLEL_MODES = ("jit", "pmap")
 AXIS = "data"
+FSDP = "fsdp"
+BATCH = (AXIS, FSDP)  # the mesh axes the example axis is split over, under jit
+# Tensors smaller than this stay replicated under fsdp: gathering them would cost more
+# time than their copies cost memory (biases, norms, embeddings of small tables).
+FSDP_MIN_SIZE = 2**14
+
+
+def mesh_shape(
+    data: int, fsdp: int, devices: int | None = None, mode: str = "jit"
+) -> tuple[int, int]:
+    """``(data, fsdp)`` axis sizes for ``devices`` (default: all); one may be -1: the rest."""
+    devices = jax.device_count() if devices is None else devices
+    sizes = {"data": data, "fsdp": fsdp}
+    for name, size in sizes.items():
+        if size == 0 or size < -1:
+            raise ValueError(f"mesh.{name}={size}; use a positive size or -1 (the rest)")
+    rest = [name for name, size in sizes.items() if size == -1]
+    if len(rest) > 1:
+        raise ValueError("mesh.data and mesh.fsdp cannot both be -1 (the rest of the devices)")
+    if rest:
+        known = math.prod(size for size in sizes.values() if size != -1)
+        if devices % known:
+            raise ValueError(f"mesh {sizes}: {known} does not divide the {devices} devices")
+        sizes[rest[0]] = devices // known
+    if sizes["data"] * sizes["fsdp"] != devices:
+        raise ValueError(
+            f"mesh.data={sizes['data']} x mesh.fsdp={sizes['fsdp']} must be the {devices} devices"
+        )
+    if mode == "pmap" and sizes["fsdp"] > 1:
+        raise ValueError(
+            f"mesh.fsdp={sizes['fsdp']} needs parallel='jit' (pmap keeps the whole state on "
+            "every device)"
+        )
+    return sizes["data"], sizes["fsdp"]
+
+
+def fsdp_spec(shape: tuple[int, ...], fsdp: int, min_size: int = FSDP_MIN_SIZE) -> P:
+    """Where a state tensor of ``shape`` lives: split over ``fsdp`` on its largest dimension
+    that ``fsdp`` divides (the first such, on ties), or replicated when ``fsdp`` is 1, the
+    tensor has fewer than ``min_size`` entries or no dimension divides."""
+    if fsdp == 1 or int(np.prod(shape, dtype=np.int64)) < min_size:
+        return P()
+    for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
+        if shape[dim] % fsdp == 0:
+            return P(*([None] * dim), FSDP)
+    return P()
 
 
 def enable_compilation_cache(default_dir: str = "~/.cache/zoo/xla") -> None:
@@ -56,9 +105,13 @@ def check_batch_layout(global_batch: int, microbatches: int, mode: str) -> None:
 class Runner:
     """Places state and batches and compiles the step for one parallel mode."""
 
-    def __init__(self, mode: str):
+    def __init__(self, mode: str, *, data: int = -1, fsdp: int = 1, min_size: int = FSDP_MIN_SIZE):
         self.mode = mode
-        self.mesh = Mesh(np.array(jax.devices()), (AXIS,))
+        data, self.fsdp = mesh_shape(data, fsdp, mode=mode)
+        self.min_size = min_size
+        # Device order kept (process-major): each process's devices hold a contiguous run
+        # of the batch, as make_array_from_process_local_data assumes.
+        self.mesh = Mesh(np.array(jax.devices()).reshape(data, self.fsdp), BATCH)
         self.replicated = NamedSharding(self.mesh, P())
         self.local_devices = jax.local_device_count()
         # pmap layout: a leading axis of one entry per local device.
@@ -66,8 +119,8 @@ class Runner:
 
     # -- batches ---------------------------------------------------------
     def batch_sharding(self, ndim: int) -> NamedSharding:
-        """Leaves are [S, A, B, ...]: shard B."""
-        return NamedSharding(self.mesh, P(None, None, AXIS, *([None] * (ndim - 3))))
+        """Leaves are [S, A, B, ...]: shard B over every device."""
+        return NamedSharding(self.mesh, P(None, None, BATCH, *([None] * (ndim - 3))))
 
     def put_batch(self, local: dict[str, np.ndarray]) -> dict[str, Any]:
         """This process's [S, A, B_local, ...] numpy batch -> device arrays."""
@@ -92,7 +145,7 @@ class Runner:
         would too, but with several processes it first all-gathers the whole
         batch to check that every process passed the same one.)
         """
-        sharding = NamedSharding(self.mesh, P(AXIS))
+        sharding = NamedSharding(self.mesh, P(BATCH))
 
         def place(v):
             v = np.asarray(v)
@@ -103,7 +156,8 @@ class Runner:
     # -- state -----------------------------------------------------------
     def init_state(self, init_fn: Callable[..., Any], *args) -> Any:
         """Run ``init_fn(*args)`` under jit straight into its placement."""
-        state = jax.jit(init_fn, out_shardings=self.replicated)(*args)
+        shardings = self.state_shardings(jax.eval_shape(init_fn, *args))
+        state = jax.jit(init_fn, out_shardings=shardings)(*args)
         return self.replicate(state) if self.mode == "pmap" else state
 
     def replicate(self, state):
@@ -132,7 +186,11 @@ class Runner:
         return jax.tree.map(one, state)
 
     def state_shardings(self, abstract_state):
-        return jax.tree.map(lambda _: self.replicated, abstract_state)
+        """The jit layout of each state leaf: :func:`fsdp_spec` of its shape."""
+        return jax.tree.map(
+            lambda x: NamedSharding(self.mesh, fsdp_spec(x.shape, self.fsdp, self.min_size)),
+            abstract_state,
+        )
 
     # -- step ------------------------------------------------------------
     def compile_step(self, step_fn: Callable, abstract_state) -> Callable:
