@@ -128,6 +128,11 @@ def parse_args(argv=None):
         help="both: grad-norm clip 1.0 and an EMA 0.9999 (the DDPM recipe)",
     )
     p.add_argument(
+        "--remat",
+        action="store_true",
+        help="zoo: rematerialise every U-Net block (unet.remat); temp_bytes shows the saving",
+    )
+    p.add_argument(
         "--torch",
         choices=("auto", "off"),
         default="auto",
@@ -186,6 +191,7 @@ def main(argv=None):
         batch = make_batch(args.batch)
         kw = dict(batch=args.batch, dtype=args.dtype, heads=args.heads, clip_ema=args.clip_ema)
         flops = model_flops(unet_config(**kw, attention="full"), batch)
+        kw["remat"] = args.remat
         result["model_flops_per_step"] = flops
         for impl in impls:
             config = unet_config(**kw, attention=impl, attention_chunk=args.attention_chunk)

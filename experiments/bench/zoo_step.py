@@ -28,15 +28,16 @@ def log(*a):
     print(*a, file=sys.stderr, flush=True)
 
 
-def unet_config(*, batch, dtype, heads, attention, attention_chunk=64, clip_ema=False):
+def unet_config(*, batch, dtype, heads, attention, attention_chunk=64, clip_ema=False, remat=False):
     """ddpm_config() at ch 64, mults (1, 2, 2), 2 blocks, attention at 16 and mid, dropout 0;
-    AdamW lr 2e-4 wd 0.01, constant; clip_ema adds grad clip 1.0 and EMA 0.9999."""
+    AdamW lr 2e-4 wd 0.01, constant; clip_ema adds grad clip 1.0 and EMA 0.9999; remat
+    rematerialises every block."""
     c = ddpm_config()
     c.data.batch_size = batch
     c.ema_decay = 0.9999 if clip_ema else 0.0
     unet = dict(ch=64, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(16,))
     unet.update(mid_attention=True, dropout=0.0, num_heads=heads, attention=attention)
-    c.unet.update(dict(unet, attention_chunk=attention_chunk, dtype=dtype))
+    c.unet.update(dict(unet, attention_chunk=attention_chunk, dtype=dtype, remat=remat))
     c.diffusion.bpd_eval = "none"
     optim = dict(name="adamw", lr=2e-4, weight_decay=0.01, warmup_steps=0, schedule="constant")
     c.optim.update(dict(optim, grad_clip=1.0 if clip_ema else 0.0))

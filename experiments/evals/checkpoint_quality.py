@@ -23,7 +23,6 @@ import numpy as np
 
 from zoo import data, registry
 from zoo.diffusion.likelihood import prior_bpd, vlb_terms
-from zoo.diffusion.objective import MODELS as DIFFUSION_MODELS
 from zoo.diffusion.objective import schedule_from_config
 from zoo.engine.config import load_run_config, set_fields
 from zoo.engine.loop import Trainer
@@ -92,8 +91,11 @@ def main():
         raise SystemExit(f"--set {err}") from None
     if args.exact_bpd and (config.model != "ddpm" or config.diffusion.condition != "none"):
         raise SystemExit("--exact_bpd is the bound of an unconditional pixel DDPM (model 'ddpm')")
-    diffusion = config.model in DIFFUSION_MODELS
-    if diffusion and args.sampler:
+    # Every run that samples by diffusion: the DDPM family, the unCLIP prior and decoder.
+    diffusion = "sampler" in config.get("diffusion", {})
+    if args.sampler and not diffusion:
+        raise SystemExit(f"--sampler: a {config.model!r} run has no diffusion sampler to replace")
+    if args.sampler:
         config.diffusion.sampler = args.sampler
     if bool(args.clip_run) != (args.clip_guidance > 0):
         raise SystemExit("--clip_run and --clip_guidance > 0 go together")
@@ -105,9 +107,11 @@ def main():
         objective = registry.build_objective(config)
     except ValueError as err:
         raise SystemExit(str(err)) from None
-    trainer = Trainer(
-        config, args.workdir, objective, sample_evals=sample_metrics(config, args.workdir)
-    )
+    config.eval.num_samples = args.num  # a run trained without sample metrics gets them too
+    evals = sample_metrics(config, args.workdir)
+    if not evals:
+        raise SystemExit(f"no sample metric scores data.name={config.data.name!r}")
+    trainer = Trainer(config, args.workdir, objective, sample_evals=evals)
     state, step = trainer.restore_or_init()
     if step == 0:
         raise SystemExit(f"no checkpoint in {args.workdir}")

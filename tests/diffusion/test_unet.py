@@ -103,6 +103,30 @@ def test_attention_impls_agree_in_the_unet():
     np.testing.assert_allclose(_apply(chunked, X, t), _apply(full, X, t), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow  # two U-Nets differentiated: 36 s beside a sweep on 2 cores
+def test_remat_gives_the_same_output_and_gradients():
+    """unet.remat recomputes the blocks in the backward pass: the same numbers (dropout on,
+    text context attended), with the blocks behind remat in the traced gradient."""
+    kw = TINY | dict(context_dim=4, pooled_context=False)
+    context = jnp.asarray(np.random.default_rng(1).standard_normal((2, 3, 4)), jnp.float32)
+    key = jax.random.key(7)
+    results = []
+    for remat in (False, True):
+        graph, params = nnx.split(_randomized(UNet(**kw, remat=remat, rngs=_rngs())))
+
+        def loss(p, graph=graph):
+            out = nnx.merge(graph, p)(X, T, context=context, dropout_key=key)
+            return jnp.mean(out**2)
+
+        results.append(jax.value_and_grad(loss)(params))
+        jaxpr = str(jax.make_jaxpr(jax.grad(loss))(params))
+        assert ("remat" in jaxpr) == remat
+    (loss0, grads0), (loss1, grads1) = results
+    np.testing.assert_allclose(loss1, loss0, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(grads1), jax.tree.leaves(grads0), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_bad_image_size_raises():
     with pytest.raises(ValueError, match="divisible by 2"):
         UNet(**TINY | dict(resolution=10, ch_mult=(1, 2, 2)), rngs=_rngs())

@@ -34,6 +34,9 @@ def ddpm_config() -> ml_collections.ConfigDict:
             # >= 4 channels per GroupNorm group: with one channel per group (DDPM's 32
             # groups at width <= 32) the norm erases the timestep embedding (zoo.nn.blocks)
             min_group_size=4,
+            # True: recompute each residual and attention block's activations in the
+            # backward pass instead of storing them (less memory, about a third more compute)
+            remat=False,
         )
     )
     c.diffusion = ml_collections.ConfigDict(

@@ -94,6 +94,7 @@ class UNet(nnx.Module):
         min_group_size: int = 1,
         flip_sin_to_cos: bool = False,
         freq_shift: float = 1.0,
+        remat: bool = False,
         dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
@@ -110,6 +111,8 @@ class UNet(nnx.Module):
           timestep embedding away), 4 in the diffusion configs.
         flip_sin_to_cos, freq_shift: the timestep embedding's convention
           (:func:`~zoo.nn.embeddings.timestep_embedding`; SD: True, 0).
+        remat: rematerialise every residual and attention block (``nnx.remat``): the
+          backward pass recomputes their activations instead of keeping them.
         """
         levels = len(ch_mult)
         if resolution % 2 ** (levels - 1):
@@ -128,6 +131,7 @@ class UNet(nnx.Module):
                 raise ValueError(f"channels {c} are not divisible by num_heads={num_heads}")
         temb_dim = 4 * ch
         self.ch, self.num_classes, self.context_dim = ch, num_classes, context_dim
+        self.remat = remat
         self.flip_sin_to_cos, self.freq_shift = bool(flip_sin_to_cos), float(freq_shift)
 
         dense = dict(kernel_init=DEFAULT_INIT, dtype=dtype, rngs=rngs)
@@ -277,15 +281,20 @@ class UNet(nnx.Module):
         elif not self.context_dim and context is not None:
             raise ValueError("context given to a UNet built with context_dim=0")
 
+        def call(block, *args, **kwargs):
+            if not self.remat:
+                return block(*args, **kwargs)
+            return nnx.remat(lambda b, a, k: b(*a, **k))(block, args, kwargs)
+
         def attend(block, h):
-            return block(h, context, context_mask) if context is not None else block(h)
+            return call(block, h, context, context_mask) if context is not None else call(block, h)
 
         block_index = itertools.count()
 
         def res(block, h):  # a distinct dropout key per residual block
             i = next(block_index)
             key = None if dropout_key is None else fold_in(dropout_key, i)
-            return block(h, temb, dropout_key=key)
+            return call(block, h, temb, dropout_key=key)
 
         h = self.conv_in(x)
         skips = [h]
@@ -357,6 +366,7 @@ def unet_from_config(
         min_group_size=int(cfg.get("min_group_size", 1)),
         flip_sin_to_cos=bool(cfg.get("flip_sin_to_cos", False)),
         freq_shift=float(cfg.get("freq_shift", 1.0)),
+        remat=bool(cfg.get("remat", False)),
         dtype=jnp.dtype(cfg.dtype),
         rngs=rngs,
     )
