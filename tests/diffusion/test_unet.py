@@ -106,7 +106,8 @@ def test_attention_impls_agree_in_the_unet():
 @pytest.mark.slow  # two U-Nets differentiated: 36 s beside a sweep on 2 cores
 def test_remat_gives_the_same_output_and_gradients():
     """unet.remat recomputes the blocks in the backward pass: the same numbers (dropout on,
-    text context attended), with the blocks behind remat in the traced gradient."""
+    text context attended), with the blocks behind remat in the traced gradient; and the
+    rematerialised U-Net runs inside a sampler's scan."""
     kw = TINY | dict(context_dim=4, pooled_context=False)
     context = jnp.asarray(np.random.default_rng(1).standard_normal((2, 3, 4)), jnp.float32)
     key = jax.random.key(7)
@@ -121,6 +122,10 @@ def test_remat_gives_the_same_output_and_gradients():
         results.append(jax.value_and_grad(loss)(params))
         jaxpr = str(jax.make_jaxpr(jax.grad(loss))(params))
         assert ("remat" in jaxpr) == remat
+    # Inside a scan, as the samplers run it (a write-back of the blocks' state failed there).
+    sampler_view = nnx.view(nnx.merge(graph, params), deterministic=True, raise_if_not_found=False)
+    steps, _ = jax.lax.scan(lambda x, _: (sampler_view(x, T, context=context), None), X, length=2)
+    assert np.isfinite(np.asarray(steps)).all()
     (loss0, grads0), (loss1, grads1) = results
     np.testing.assert_allclose(loss1, loss0, rtol=1e-6)
     for a, b in zip(jax.tree.leaves(grads1), jax.tree.leaves(grads0), strict=True):

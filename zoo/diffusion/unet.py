@@ -284,7 +284,10 @@ class UNet(nnx.Module):
         def call(block, *args, **kwargs):
             if not self.remat:
                 return block(*args, **kwargs)
-            return nnx.remat(lambda b, a, k: b(*a, **k))(block, args, kwargs)
+            # graph_updates=False: nothing to write back (the blocks keep no state), and a
+            # write-back fails when the U-Net runs inside a sampler's scan.
+            call_block = nnx.remat(lambda b, a, k: b(*a, **k), graph_updates=False)
+            return call_block(block, args, kwargs)
 
         def attend(block, h):
             return call(block, h, context, context_mask) if context is not None else call(block, h)
