@@ -79,7 +79,9 @@ def test_sharded_runs_match_replicated_and_restore_onto_another_mesh(tmp_path):
     small = ("--set", "mesh.fsdp_min_size=0")  # shard every tiny tensor that divides
     ref = run(tmp_path / "replicated", "--devices", 8, "--steps", 5)
     assert ref["device_bytes"] == ref["total_bytes"]
-    for name, mesh, fsdp in (("fsdp8", (), 8), ("fsdp4_data2", ("--set", "mesh.data=2"), 4)):
+    # fsdp 8 also draws a sample grid from its sharded EMA (read back as one array)
+    grid = ("--set", "train.sample_every=5")
+    for name, mesh, fsdp in (("fsdp8", grid, 8), ("fsdp4_data2", ("--set", "mesh.data=2"), 4)):
         got = run(
             tmp_path / name,
             "--devices",
@@ -92,6 +94,8 @@ def test_sharded_runs_match_replicated_and_restore_onto_another_mesh(tmp_path):
             *small,
         )
         assert_same_run(tmp_path / "replicated", ref, tmp_path / name, got)
+        if name == "fsdp8":
+            assert (tmp_path / name / "samples" / "step_0000005.png").exists()
         # A few tensors have no dimension that fsdp divides (the 1-channel output bias...).
         assert got["device_bytes"] < 1.01 * got["total_bytes"] / fsdp, (name, got)
 

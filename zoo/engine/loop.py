@@ -165,8 +165,11 @@ class Trainer:
         if self._sampler is None:
             sample = self.objective.sample
             graphs: Graphs = self.graphs
+            # Replicated outputs: every process can read them, whatever the state's sharding.
             self._sampler = jax.jit(
-                lambda p, r, f, key, n: sample(Models(graphs, p, r, f), key, n), static_argnums=4
+                lambda p, r, f, key, n: sample(Models(graphs, p, r, f), key, n),
+                static_argnums=4,
+                out_shardings=self.runner.replicated,
             )
         key = jax.random.fold_in(jax.random.key(int(self.config.seed) + 1), seed_offset)
         out = jax.device_get(self._sampler(*self.eval_params(state), key, n))
@@ -180,7 +183,10 @@ class Trainer:
         if self._figures is None:
             graphs: Graphs = self.graphs
             self._figures = {
-                name: jax.jit(lambda p, r, f, key, fig=fn: fig(Models(graphs, p, r, f), key))
+                name: jax.jit(
+                    lambda p, r, f, key, fig=fn: fig(Models(graphs, p, r, f), key),
+                    out_shardings=self.runner.replicated,
+                )
                 for name, fn in self.objective.figures.items()
             }
         variables = self.eval_params(state)
@@ -224,7 +230,8 @@ class Trainer:
         if self._evaluator is None:
             evaluate, graphs = self.objective.evaluate, self.graphs
             self._evaluator = jax.jit(
-                lambda p, r, f, b, key: evaluate(Models(graphs, p, r, f), b, key)
+                lambda p, r, f, b, key: evaluate(Models(graphs, p, r, f), b, key),
+                out_shardings=self.runner.replicated,
             )
             self._eval_source = zdata.make_eval_source(self.config.data)
         variables = self.eval_params(state)
