@@ -93,11 +93,8 @@ class Trainer:
         # init program as constants (slow to compile for large models).
         self._init = functools.partial(init_state, objective)
         self._variables = (params, rest)
-        shapes = jax.eval_shape(self._init, *self._variables)
-        self.abstract_state = jax.tree.map(
-            lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
-            shapes,
-            self.runner.state_shardings(shapes),
+        self.abstract_state = self.runner.abstract_state(
+            jax.eval_shape(self._init, *self._variables)
         )
         step_fn = build_train_step(
             objective,
@@ -115,7 +112,7 @@ class Trainer:
         """Resume from the workdir's newest readable checkpoint, else initialise."""
         restored = self.checkpointer.restore_latest(self.abstract_state)
         if restored is None:
-            return self.runner.init_state(self._init, *self._variables), 0
+            return self.runner.init_state(self._init, self.abstract_state, *self._variables), 0
         state, saved_config, data_state = restored
         step = int(data_state["step"])
         log.info("resumed from step %d in %s", step, self.checkpointer.directory)

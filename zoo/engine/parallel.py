@@ -70,6 +70,11 @@ def fsdp_spec(shape: tuple[int, ...], fsdp: int, min_size: int = FSDP_MIN_SIZE) 
     return P()
 
 
+def shardings_of(abstract):
+    """The ``sharding`` of each ``jax.ShapeDtypeStruct`` leaf of ``abstract``."""
+    return jax.tree.map(lambda x: x.sharding, abstract)
+
+
 def enable_compilation_cache(default_dir: str = "~/.cache/zoo/xla") -> None:
     """Keep compiled programs on disk, so a resumed or repeated run skips recompiling.
 
@@ -154,10 +159,10 @@ class Runner:
         return {k: place(v) for k, v in batch.items()}
 
     # -- state -----------------------------------------------------------
-    def init_state(self, init_fn: Callable[..., Any], *args) -> Any:
-        """Run ``init_fn(*args)`` under jit straight into its placement."""
-        shardings = self.state_shardings(jax.eval_shape(init_fn, *args))
-        state = jax.jit(init_fn, out_shardings=shardings)(*args)
+    def init_state(self, init_fn: Callable[..., Any], abstract_state, *args) -> Any:
+        """Run ``init_fn(*args)`` under jit straight into the placement ``abstract_state``
+        (from :meth:`abstract_state`) names."""
+        state = jax.jit(init_fn, out_shardings=shardings_of(abstract_state))(*args)
         return self.replicate(state) if self.mode == "pmap" else state
 
     def replicate(self, state):
@@ -185,11 +190,16 @@ class Runner:
 
         return jax.tree.map(one, state)
 
-    def state_shardings(self, abstract_state):
-        """The jit layout of each state leaf: :func:`fsdp_spec` of its shape."""
+    def abstract_state(self, shapes):
+        """``shapes`` (``jax.eval_shape`` of the state), each leaf with its jit layout:
+        :func:`fsdp_spec` of its shape."""
         return jax.tree.map(
-            lambda x: NamedSharding(self.mesh, fsdp_spec(x.shape, self.fsdp, self.min_size)),
-            abstract_state,
+            lambda x: jax.ShapeDtypeStruct(
+                x.shape,
+                x.dtype,
+                sharding=NamedSharding(self.mesh, fsdp_spec(x.shape, self.fsdp, self.min_size)),
+            ),
+            shapes,
         )
 
     # -- step ------------------------------------------------------------
@@ -207,7 +217,7 @@ class Runner:
                 if self.mode == "pmap":
                     cache[active] = jax.pmap(fn, axis_name=AXIS, donate_argnums=(0,))
                 else:
-                    state_shardings = self.state_shardings(abstract_state)
+                    state_shardings = shardings_of(abstract_state)
                     cache[active] = jax.jit(
                         fn,
                         in_shardings=(state_shardings, None, self.replicated),
