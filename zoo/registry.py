@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 
+from zoo.engine import precision
 from zoo.engine.objective import Objective
 
 OBJECTIVES = {
@@ -37,9 +38,12 @@ OBJECTIVES = {
 
 
 def build_objective(config) -> Objective:
-    """The objective for ``config.model``; a clear error for unknown names."""
+    """The objective for ``config.model`` under ``config.precision``
+    (:func:`zoo.engine.precision.apply_policy`); a clear error for unknown names."""
     name = config.model
     if name not in OBJECTIVES:
         raise ValueError(f"unknown model {name!r}; known models: {sorted(OBJECTIVES)}")
+    precision.policy(config)  # a bad policy fails before the family builds anything
     module, attr = OBJECTIVES[name].split(":")
-    return getattr(importlib.import_module(module), attr)(config)
+    objective = getattr(importlib.import_module(module), attr)(config)
+    return precision.apply_policy(objective, config)

@@ -46,8 +46,7 @@ def model_config(name: str, batch: int, size: int, dtype: str):
         raise SystemExit(f"unknown model {name!r}; known: {sorted(modules)}")
     c = modules[name].get_config()
     c.data.update(dict(image_size=size, batch_size=batch))
-    if dtype != "float32" and "dtype" in c.net:
-        c.net.dtype = dtype
+    c.precision = dtype  # every layer's compute dtype (zoo.engine.precision)
     return c
 
 

@@ -37,7 +37,8 @@ def unet_config(*, batch, dtype, heads, attention, attention_chunk=64, clip_ema=
     c.ema_decay = 0.9999 if clip_ema else 0.0
     unet = dict(ch=64, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(16,))
     unet.update(mid_attention=True, dropout=0.0, num_heads=heads, attention=attention)
-    c.unet.update(dict(unet, attention_chunk=attention_chunk, dtype=dtype, remat=remat))
+    c.unet.update(dict(unet, attention_chunk=attention_chunk, remat=remat))
+    c.precision = dtype  # the U-Net's compute dtype (zoo.engine.precision)
     c.diffusion.bpd_eval = "none"
     optim = dict(name="adamw", lr=2e-4, weight_decay=0.01, warmup_steps=0, schedule="constant")
     c.optim.update(dict(optim, grad_clip=1.0 if clip_ema else 0.0))
@@ -109,7 +110,7 @@ def model_flops(config, batch: dict) -> int:
     """Matmul + conv FLOPs of the train step's jaxpr (traced, not compiled), forward and
     backward, with attention="full": the count does not depend on the implementation."""
     config = unet_config(
-        batch=config.data.batch_size, dtype=config.unet.dtype, heads=config.unet.num_heads,
+        batch=config.data.batch_size, dtype=config.precision, heads=config.unet.num_heads,
         attention="full", clip_ema=config.ema_decay > 0,
     )  # fmt: skip
     objective, step_fn, params, rest = _step_and_state(config)

@@ -10,6 +10,7 @@ from flax import nnx
 from tests.diffusion.helpers import perturb_params
 from zoo.diffusion.config import ddpm_config
 from zoo.diffusion.unet import UNet, unet_from_config
+from zoo.engine import precision
 
 TINY = dict(
     in_channels=3,
@@ -137,7 +138,7 @@ def test_bad_image_size_raises():
         UNet(**TINY | dict(resolution=10, ch_mult=(1, 2, 2)), rngs=_rngs())
 
 
-def test_from_config_bfloat16():
+def test_under_bfloat16_parameters_and_output_stay_float32():
     cfg = ml_collections.ConfigDict(
         dict(
             ch=16,
@@ -149,10 +150,10 @@ def test_from_config_bfloat16():
             num_heads=2,
             attention="dot_product",
             attention_chunk=64,
-            dtype="bfloat16",
         )
     )
     model = unet_from_config(cfg, image_size=8, channels=3, num_classes=10, rngs=_rngs())
+    precision.with_compute_dtype(model, jnp.bfloat16)  # what config.precision does
     assert model.mid_attn is None and model.label_emb is not None
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
     out = _apply(model, X, T, jnp.array([1, 10]))

@@ -113,15 +113,17 @@ def adaptive_weight(
 
 
 def _conv_with_kernel(conv: nnx.Conv, x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """``conv(x)`` with ``kernel`` in place of its own (stride 1, its padding, its bias)."""
+    """``conv(x)`` with ``kernel`` in place of its own (stride 1, its padding, its bias), in
+    the conv's compute dtype."""
+    dtype = conv.dtype or jnp.float32
     out = jax.lax.conv_general_dilated(
-        x.astype(jnp.float32),
-        kernel.astype(jnp.float32),
+        x.astype(dtype),
+        kernel.astype(dtype),
         window_strides=(1, 1),
         padding=conv.padding,
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
     )
-    return out + conv.bias[...]
+    return out + conv.bias[...].astype(dtype)
 
 
 def _check_config(config) -> None:

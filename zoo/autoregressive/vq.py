@@ -135,7 +135,8 @@ class DiscreteVAE(nnx.Module):
 
     def decoder_input(self, soft_codes: jax.Array) -> jax.Array:
         """``[B, h, w, K]`` code weights (one-hot or relaxed) -> ``[B, h, w, D]``."""
-        return soft_codes @ self.codebook.embedding[...]
+        dtype = self.codebook.dtype or jnp.float32  # the policy's compute dtype
+        return soft_codes.astype(dtype) @ self.codebook.embedding[...].astype(dtype)
 
     def reconstruct(self, x: jax.Array, *, key: jax.Array, tau=1.0, hard: bool = False):
         """A training pass with the relaxation at temperature ``tau``: :class:`Reconstruction`.

@@ -35,6 +35,7 @@ MAX_LOG_SCALE = math.log(100.0)  # CLIP clips the logit scale at 100
 
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
     """``x: [..., E]`` divided by its L2 norm over the last axis (``eps`` guards a zero row)."""
+    x = x.astype(jnp.float32)  # embeddings and their similarities are float32 under any policy
     return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps))
 
 
@@ -175,6 +176,10 @@ class CLIP(nnx.Module):
         )
         self.text_proj = nnx.Linear(text_dim, embed_dim, rngs=rngs)
         self.log_scale = nnx.Param(jnp.asarray(INIT_LOG_SCALE, jnp.float32))
+
+    # Its own parameter is the logit scale, used in float32 under any compute dtype
+    # (zoo.engine.precision); the towers compute in the policy's dtype.
+    KEEPS_FLOAT32 = True
 
     def encode_image(self, x: jax.Array, t: jax.Array | None = None) -> jax.Array:
         """``x: [B, S, S, C]`` in [-1, 1] (x_t for a noise-aware model, with ``t: [B]`` int

@@ -30,7 +30,6 @@ def ddpm_config() -> ml_collections.ConfigDict:
             num_heads=1,
             attention="full",
             attention_chunk=64,
-            dtype="float32",
             # >= 4 channels per GroupNorm group: with one channel per group (DDPM's 32
             # groups at width <= 32) the norm erases the timestep embedding (zoo.nn.blocks)
             min_group_size=4,

@@ -337,10 +337,9 @@ def unet_from_config(
 ) -> UNet:
     """Builds a :class:`UNet` from an ml_collections ``config.unet``.
 
-    Reads ch, ch_mult, num_res_blocks, attn_resolutions, mid_attention,
-    dropout, num_heads, attention, attention_chunk, dtype ('float32' |
-    'bfloat16') and optional learn_sigma (output 2 * channels: mean and
-    variance interpolation of improved DDPM), and the optional Stable Diffusion switches
+    Reads ch, ch_mult, num_res_blocks, attn_resolutions, mid_attention, dropout,
+    num_heads, attention, attention_chunk and optional learn_sigma (output 2 * channels:
+    mean and variance interpolation of improved DDPM), and the optional Stable Diffusion switches
     (defaults: DDPM's): attention_block, transformer_depth, linear_projection,
     pooled_context, norm_eps, min_group_size, flip_sin_to_cos, freq_shift (:class:`UNet`).
     """
@@ -370,6 +369,5 @@ def unet_from_config(
         flip_sin_to_cos=bool(cfg.get("flip_sin_to_cos", False)),
         freq_shift=float(cfg.get("freq_shift", 1.0)),
         remat=bool(cfg.get("remat", False)),
-        dtype=jnp.dtype(cfg.dtype),
         rngs=rngs,
     )

@@ -19,6 +19,7 @@ import optax
 from flax import nnx
 
 from zoo.engine.objective import Context, Objective, Player
+from zoo.engine.precision import loss_scale_of
 from zoo.engine.rng import step_key
 from zoo.engine.state import Frozen, Graphs, TrainState
 
@@ -126,8 +127,12 @@ def build_train_step(
     if on_nonfinite not in NONFINITE_MODES:
         raise ValueError(f"train.on_nonfinite={on_nonfinite!r}; choose one of {NONFINITE_MODES}")
 
-    def grads_of(player: Player, params, rest, frozen, batch, ctx):
+    def grads_of(player: Player, params, rest, frozen, batch, ctx, scale=None):
         """Mean loss, gradient, aux and new rest over the A microbatches.
+
+        ``scale``: the float16 policy's loss scale (:mod:`zoo.engine.precision`), or None. The
+        loss is multiplied by it before differentiation and the gradients divided after, so
+        small gradients survive float16's backward pass; the loss returned is unscaled.
 
         The microbatch gradients are summed in the scan's carry, so temporary
         memory does not grow with A. Stacked as scan outputs, they held A copies:
@@ -140,13 +145,17 @@ def build_train_step(
         def loss_fn(role_params, rest, micro, ctx):
             models = Models(graphs, {**params, role: role_params}, rest, frozen)
             loss, aux = player.loss(models, micro, ctx)
-            return loss, (aux, models.updated_rest())
+            loss = loss.astype(jnp.float32)  # a float32 loss under every precision policy
+            scaled = loss if scale is None else loss * scale
+            return scaled, (loss, aux, models.updated_rest())
 
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
         def one(rest, micro):
             micro_ctx = ctx._replace(example_ids=micro["example_id"])
-            (loss, (aux, rest)), grads = grad_fn(params[role], rest, micro, micro_ctx)
+            (_, (loss, aux, rest)), grads = grad_fn(params[role], rest, micro, micro_ctx)
+            if scale is not None:
+                grads = jax.tree.map(lambda g: g / scale.astype(g.dtype), grads)
             return rest, (loss, aux, grads)
 
         num_micro = jax.tree.leaves(batch)[0].shape[0]
@@ -181,10 +190,18 @@ def build_train_step(
                 example_ids=sub_batch["example_id"][0],
                 axis_name=axis_name,
             )
-            loss, aux, grads, new_rest = grads_of(player, params, rest, frozen, sub_batch, ctx)
+            scale = loss_scale_of(opt[role])
+            loss, aux, grads, new_rest = grads_of(
+                player, params, rest, frozen, sub_batch, ctx, scale
+            )
             new_rest = _mean_floats(new_rest, axis_name)
             grad_norm = optax.tree.norm(grads)
             finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+            if scale is not None:
+                # Overflowing gradients are the loss scale's business (it halves and the
+                # update is skipped, zoo.engine.precision.with_loss_scale), not a failure.
+                finite = jnp.isfinite(loss)
+                aux = {**aux, "loss_scale": scale}
             updates, new_opt = tx.update(grads, opt[role], params[role])
             new_role_params = optax.apply_updates(params[role], updates)
             clean = jnp.all(nonfinite < 0)

@@ -63,9 +63,11 @@ class _StyleLayer(nnx.Module):
         self.conv = ModulatedConv(cin, cout, 3, w_dim, up=up, num_kernels=num_kernels, rngs=rngs)
         self.noise = NoiseInjection()
         self.bias = nnx.Param(jnp.zeros((cout,)))
+        self.dtype = jnp.float32  # compute dtype (zoo.engine.precision)
 
     def __call__(self, x, w, noise_keys, index):
-        return lrelu(self.noise(self.conv(x, w), noise_keys, index) + self.bias[...])
+        x = self.noise(self.conv(x, w), noise_keys, index)
+        return lrelu(x + self.bias[...].astype(self.dtype))
 
 
 class _ToRGB(nnx.Module):
@@ -74,9 +76,11 @@ class _ToRGB(nnx.Module):
     def __init__(self, cin, channels, w_dim, *, rngs):
         self.conv = ModulatedConv(cin, channels, 1, w_dim, demodulate=False, rngs=rngs)
         self.bias = nnx.Param(jnp.zeros((channels,)))
+        self.dtype = jnp.float32  # compute dtype (zoo.engine.precision)
 
     def __call__(self, x, w):
-        return self.conv(x, w) + self.bias[...]
+        # The image leaves the network in float32 whatever the compute dtype.
+        return (self.conv(x, w) + self.bias[...].astype(self.dtype)).astype(jnp.float32)
 
 
 class _SynthesisBlock(nnx.Module):
@@ -156,6 +160,7 @@ class GigaGANGenerator(nnx.Module):
 
         ch = [channel_width(r, channel_base, channel_max) for r in resolutions]
         self.const = nnx.Param(jax.random.normal(rngs.params(), (4, 4, ch[0])))
+        self.dtype = jnp.float32  # compute dtype (zoo.engine.precision)
         self.conv4 = _StyleLayer(ch[0], ch[0], w_dim, num_kernels=num_kernels, rngs=rngs)
         self.attn4 = attn(4, ch[0])
         self.blocks = nnx.List(
@@ -194,7 +199,7 @@ class GigaGANGenerator(nnx.Module):
 
         b = ws.shape[0]
         keys = None if noise_key is None else per_sample_keys(noise_key, b)
-        x = jnp.broadcast_to(self.const[...], (b, *self.const.shape))
+        x = jnp.broadcast_to(self.const[...].astype(self.dtype), (b, *self.const.shape))
         x = self.conv4(x, ws[:, 0], keys, 0)  # each layer's noise index is its ws index
         if self.attn4 is not None:
             x = self.attn4(x, t_local, mask)

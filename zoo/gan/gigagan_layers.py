@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from zoo.gan.noise import noise_images
-from zoo.nn.attention import attention
+from zoo.nn.attention import attention, query_key_scores
 from zoo.nn.equalized import EqualizedDense, lrelu
 
 
@@ -121,8 +121,10 @@ class NoiseInjection(nnx.Module):
 
     def __init__(self):
         self.strength = nnx.Param(jnp.zeros(()))
+        self.dtype = jnp.float32  # compute dtype (zoo.engine.precision)
 
     def __call__(self, x: jax.Array, keys: jax.Array | None, index: int = 0) -> jax.Array:
+        x = x.astype(self.dtype)
         if keys is None:
             return x
         noise = noise_images(keys, index, (*x.shape[1:3], 1), x.dtype)
@@ -152,7 +154,7 @@ class L2SelfAttention(nnx.Module):
         q = _heads(self.qk(x), self.num_heads)  # [B, N, h, d]; keys are the same vectors
         v = _heads(self.value(x), self.num_heads)
         sq = jnp.sum(jnp.square(q.astype(jnp.float32)), axis=-1)  # [B, N, h]
-        dot = jnp.einsum("bqhd,bkhd->bhqk", q, q, preferred_element_type=jnp.float32)
+        dot = query_key_scores(q, q)
         # ||q_i - q_j||^2 = |q_i|^2 + |q_j|^2 - 2 q_i.q_j; the |q_i|^2 term is constant over j
         # and cancels in the softmax, so it is left out.
         logits = (2.0 * dot - sq.transpose(0, 2, 1)[:, :, None, :]) * q.shape[-1] ** -0.5

@@ -134,11 +134,12 @@ class SynthesisLayer(nnx.Module):
         self.conv = ModulatedConv(in_ch, out_ch, 3, w_dim, up=up, rngs=rngs)
         self.noise_strength = nnx.Param(jnp.zeros((out_ch,)))
         self.bias = nnx.Param(jnp.zeros((out_ch,)))
+        self.dtype = jnp.float32  # compute dtype (zoo.engine.precision)
 
     def __call__(self, x: jax.Array, w: jax.Array, noise_keys=None, index: int = 0) -> jax.Array:
         """``noise_keys``: ``[B]`` per-sample keys (None: no noise); ``index``: this layer's
         number, folded into each sample's key (:func:`zoo.gan.noise.noise_images`)."""
-        x = self.conv(x, w)
+        x = self.conv(x, w).astype(self.dtype)
         if noise_keys is not None:
             # One noise image per sample, broadcast over channels (StyleGAN fig. 1b "B").
             noise = noise_images(noise_keys, index, (*x.shape[1:3], 1), x.dtype)
@@ -152,9 +153,12 @@ class ToRGB(nnx.Module):
     def __init__(self, in_ch, channels, w_dim, *, rngs: nnx.Rngs):
         self.conv = ModulatedConv(in_ch, channels, 1, w_dim, demodulate=False, rngs=rngs)
         self.bias = nnx.Param(jnp.zeros((channels,)))
+        self.dtype = jnp.float32  # compute dtype (zoo.engine.precision)
 
     def __call__(self, x: jax.Array, w: jax.Array) -> jax.Array:
-        return self.conv(x, w) + self.bias[...].astype(x.dtype)
+        # The image leaves in float32 whatever the compute dtype: the skip architecture sums
+        # every resolution's RGB in float32.
+        return (self.conv(x, w) + self.bias[...].astype(self.dtype)).astype(jnp.float32)
 
 
 def channel_counts(image_size: int, channel_base: int, channel_max: int) -> dict[int, int]:
@@ -172,6 +176,7 @@ class SynthesisNetwork(nnx.Module):
         self.w_dim = w_dim
         self.num_ws = 2 * int(math.log2(image_size)) - 2
         self.const = nnx.Param(jax.random.normal(rngs.params(), (4, 4, widths[4])))
+        self.dtype = jnp.float32  # compute dtype (zoo.engine.precision)
         blocks, torgbs = [], []
         for res, ch in widths.items():
             if res == 4:
@@ -198,7 +203,7 @@ class SynthesisNetwork(nnx.Module):
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise ValueError(f"ws must be [B, {self.num_ws}, {self.w_dim}], got {ws.shape}")
         keys = None if noise_key is None else per_sample_keys(noise_key, ws.shape[0])
-        x = jnp.broadcast_to(self.const[...], (ws.shape[0], *self.const.shape))
+        x = jnp.broadcast_to(self.const[...].astype(self.dtype), (ws.shape[0], *self.const.shape))
         image, i = None, 0
         for block, torgb in zip(self.blocks, self.torgbs, strict=True):
             for layer in block:

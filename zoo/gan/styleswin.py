@@ -86,10 +86,13 @@ class AdaIN(nnx.Module):
         self.style = EqualizedDense(w_dim, 2 * channels, rngs=rngs)
 
     def __call__(self, x: jax.Array, w: jax.Array) -> jax.Array:
-        mean = x.mean(axis=(1, 2), keepdims=True)
-        var = jnp.square(x - mean).mean(axis=(1, 2), keepdims=True)
+        # Statistics in float32 whatever the compute dtype (as Flax's norms do).
+        xf = x.astype(jnp.float32)
+        mean = xf.mean(axis=(1, 2), keepdims=True)
+        var = jnp.square(xf - mean).mean(axis=(1, 2), keepdims=True)
+        normed = ((xf - mean) * jax.lax.rsqrt(var + 1e-5)).astype(x.dtype)
         gamma, beta = jnp.split(self.style(w)[:, None, None, :], 2, axis=-1)
-        return gamma * (x - mean) * jax.lax.rsqrt(var + 1e-5) + beta
+        return gamma * normed + beta
 
 
 class StyleSwinBlock(nnx.Module):
@@ -128,12 +131,14 @@ class BilinearUpsample(nnx.Module):
             dim, out_dim, use_bias=False, kernel_init=LINEAR_INIT, rngs=rngs
         )
         self.alpha = nnx.Param(jnp.zeros(()))  # SPE weight, learned from 0 (official code)
+        self.dtype = jnp.float32  # compute dtype (zoo.engine.precision)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         b, h, w, c = x.shape
         x = jax.image.resize(x, (b, 2 * h, 2 * w, c), "bilinear")  # = align_corners=False
         x = self.reduction(self.norm(x))
-        return x + self.alpha[...] * sinusoidal_grid(2 * h, 2 * w, x.shape[-1])
+        spe = self.alpha[...] * sinusoidal_grid(2 * h, 2 * w, x.shape[-1])
+        return x.astype(self.dtype) + spe.astype(self.dtype)
 
 
 class ToRGB(nnx.Module):
@@ -151,9 +156,13 @@ class ToRGB(nnx.Module):
         else:
             self.conv = ModulatedConv(dim, channels, 1, w_dim, demodulate=False, rngs=rngs)
         self.bias = nnx.Param(jnp.zeros((channels,)))
+        self.dtype = jnp.float32  # compute dtype (zoo.engine.precision)
 
     def __call__(self, x: jax.Array, w: jax.Array | None, skip: jax.Array | None) -> jax.Array:
-        y = (self.conv(x) if self.kind == "conv" else self.conv(x, w)) + self.bias[...]
+        y = (self.conv(x) if self.kind == "conv" else self.conv(x, w)) + self.bias[...].astype(
+            self.dtype
+        )
+        y = y.astype(jnp.float32)  # the running image is summed in float32
         if skip is not None:
             y = y + (upsample2x(skip) if skip.shape[1] < y.shape[1] else skip)
         return y
@@ -239,6 +248,7 @@ class StyleSwinGenerator(nnx.Module):
         self.w_avg = nnx.BatchStat(jnp.zeros((w_dim,)))
         self.const = nnx.Param(jax.random.normal(rngs.params(), (4, 4, widths[0])))
         self.const_alpha = nnx.Param(jnp.zeros(()))  # SPE on the constant (survey, fig. 3.3b)
+        self.dtype = jnp.float32  # compute dtype (zoo.engine.precision)
         stages = []
         for i, (side, dim) in enumerate(zip(sides, widths, strict=True)):
             heads = max(dim // head_dim, min_heads)
@@ -272,7 +282,7 @@ class StyleSwinGenerator(nnx.Module):
             raise ValueError(f"ws must be [B, {self.num_ws}, {self.w_dim}], got {ws.shape}")
         const = self.const[...]
         x = const + self.const_alpha[...] * sinusoidal_grid(4, 4, const.shape[-1])
-        x = jnp.broadcast_to(x, (ws.shape[0],) + x.shape)
+        x = jnp.broadcast_to(x.astype(self.dtype), (ws.shape[0],) + x.shape)
         per_stage = self.depth + self.modulated_rgb
         image = None
         for i, stage in enumerate(self.stages):

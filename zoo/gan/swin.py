@@ -25,6 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from zoo.nn.attention import query_key_scores
+
 # Linear layers of Swin/StyleSwin: truncated normal, std 0.02, zero bias (timm's init).
 LINEAR_INIT = nnx.initializers.truncated_normal(stddev=0.02)
 _MASKED = float(jnp.finfo(jnp.float32).min)
@@ -122,6 +124,7 @@ class WindowAttention(nnx.Module):
             raise ValueError(f"dim={dim} is not divisible by num_heads={num_heads}")
         self.dim, self.window, self.num_heads = dim, window, num_heads
         self.bias_table = nnx.Param(LINEAR_INIT(rngs.params(), ((2 * window - 1) ** 2, num_heads)))
+        self.dtype = jnp.float32  # compute dtype of q k^T and p v (zoo.engine.precision)
 
     def __call__(
         self, q: jax.Array, k: jax.Array, v: jax.Array, mask: np.ndarray | None = None
@@ -137,8 +140,8 @@ class WindowAttention(nnx.Module):
         def heads(t):  # [B*nW, N, dim] -> [B*nW, N, heads, dim / heads]
             return t.reshape(t.shape[:2] + (self.num_heads, -1))
 
-        q, k, v = heads(q), heads(k), heads(v)
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+        q, k, v = (heads(t.astype(self.dtype)) for t in (q, k, v))
+        logits = query_key_scores(q, k)
         logits = logits * (q.shape[-1] ** -0.5)
         bias = self.bias_table[...][relative_position_index(self.window)]  # [N, N, heads]
         logits = logits + bias.transpose(2, 0, 1).astype(jnp.float32)

@@ -90,9 +90,35 @@ def attention(
     raise ValueError(f"attention impl must be one of {IMPLS}, got {impl!r}")
 
 
+@jax.custom_vjp
+def query_key_scores(q: jax.Array, k: jax.Array) -> jax.Array:
+    """``q k^T`` per head: ``[B, n, h, D] x [B, m, h, D] -> [B, h, n, m]`` float32.
+
+    Accumulated in float32 whatever the inputs' dtype (a stable softmax under bfloat16). The
+    backward pass computes in the inputs' dtype: differentiated as written, the float32
+    cotangent would turn both of its matmuls into float32 ones under a bfloat16 policy.
+    """
+    return jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32)
+
+
+def _scores_fwd(q, k):
+    return query_key_scores(q, k), (q, k)
+
+
+def _scores_bwd(residuals, ds):
+    q, k = residuals
+    ds = ds.astype(q.dtype)
+    dq = jnp.einsum("bhqk,bkhd->bqhd", ds, k, preferred_element_type=jnp.float32)
+    dk = jnp.einsum("bhqk,bqhd->bkhd", ds, q, preferred_element_type=jnp.float32)
+    return dq.astype(q.dtype), dk.astype(k.dtype)
+
+
+query_key_scores.defvjp(_scores_fwd, _scores_bwd)
+
+
 def _scores(q: jax.Array, k: jax.Array, scale: float) -> jax.Array:
     """[B, n, h, D] x [B, m, h, D] -> [B, h, n, m] float32 (stable softmax under bf16)."""
-    return jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+    return query_key_scores(q, k) * scale
 
 
 def _weighted_values(p: jax.Array, v: jax.Array) -> jax.Array:

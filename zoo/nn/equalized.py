@@ -88,6 +88,7 @@ class EqualizedDense(nnx.Module):
 
     ``y = x @ (kernel * lr_mul / sqrt(in_features)) + bias * lr_mul`` with the stored
     ``kernel ~ N(0, 1) / lr_mul`` and ``bias = bias_init / lr_mul``. No activation.
+    Computes in ``dtype`` (input and weights cast to it; the parameters stay float32).
     """
 
     def __init__(
@@ -98,6 +99,7 @@ class EqualizedDense(nnx.Module):
         use_bias: bool = True,
         bias_init: float = 0.0,
         lr_mul: float = 1.0,
+        dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
         if in_features < 1 or out_features < 1:
@@ -105,7 +107,7 @@ class EqualizedDense(nnx.Module):
         if lr_mul <= 0:
             raise ValueError(f"lr_mul must be > 0, got {lr_mul}")
         self.in_features, self.out_features = in_features, out_features
-        self.lr_mul = lr_mul
+        self.lr_mul, self.dtype = lr_mul, dtype
         self.weight_gain = lr_mul / math.sqrt(in_features)
         self.kernel = nnx.Param(
             jax.random.normal(rngs.params(), (in_features, out_features)) / lr_mul
@@ -117,6 +119,7 @@ class EqualizedDense(nnx.Module):
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        x = x.astype(self.dtype)
         y = x @ (self.kernel[...] * self.weight_gain).astype(x.dtype)
         if self.bias is not None:
             y = y + (self.bias[...] * self.lr_mul).astype(y.dtype)
@@ -131,6 +134,7 @@ class EqualizedConv(nnx.Module):
     stride 2 (StyleGAN2's discriminator; H, W must be even). The stored kernel
     ``[k, k, in, out] ~ N(0, 1) / lr_mul`` is multiplied by
     ``lr_mul / sqrt(in * k * k)``; the bias starts at zero. No activation.
+    Computes in ``dtype`` (input and weights cast to it; the parameters stay float32).
     """
 
     def __init__(
@@ -142,6 +146,7 @@ class EqualizedConv(nnx.Module):
         use_bias: bool = True,
         lr_mul: float = 1.0,
         down: bool = False,
+        dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
         if kernel_size < 1 or kernel_size % 2 == 0:
@@ -150,7 +155,7 @@ class EqualizedConv(nnx.Module):
             raise ValueError(f"channels must be >= 1, got {in_channels} -> {out_channels}")
         if lr_mul <= 0:
             raise ValueError(f"lr_mul must be > 0, got {lr_mul}")
-        self.kernel_size, self.down, self.lr_mul = kernel_size, down, lr_mul
+        self.kernel_size, self.down, self.lr_mul, self.dtype = kernel_size, down, lr_mul, dtype
         self.weight_gain = lr_mul / math.sqrt(in_channels * kernel_size**2)
         shape = (kernel_size, kernel_size, in_channels, out_channels)
         self.kernel = nnx.Param(jax.random.normal(rngs.params(), shape) / lr_mul)
@@ -158,6 +163,7 @@ class EqualizedConv(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         k = self.kernel_size
+        x = x.astype(self.dtype)
         w = (self.kernel[...] * self.weight_gain).astype(x.dtype)
         if self.down:
             if x.shape[1] % 2 or x.shape[2] % 2:

@@ -181,7 +181,8 @@ class ModulatedConv(nnx.Module):
     bank ``[N, k, k, I, O]`` and picks each sample's kernel with
     :func:`select_kernel` on the logits of a second EqualizedDense of ``w``
     (GigaGAN). ``up=True`` doubles H and W. The layer has no bias, noise or
-    activation: callers add them (StyleGAN2 adds noise, bias, then lrelu).
+    activation: callers add them (StyleGAN2 adds noise, bias, then lrelu). Computes in
+    ``dtype``, demodulation included (the parameters stay float32).
     """
 
     def __init__(
@@ -194,6 +195,7 @@ class ModulatedConv(nnx.Module):
         demodulate: bool = True,
         up: bool = False,
         num_kernels: int = 1,
+        dtype=jnp.float32,
         rngs: nnx.Rngs,
     ):
         if kernel_size < 1 or kernel_size % 2 == 0:
@@ -205,6 +207,7 @@ class ModulatedConv(nnx.Module):
                 f"channels and w_dim must be >= 1, got {in_channels, out_channels, w_dim}"
             )
         self.demodulate, self.up, self.num_kernels = demodulate, up, num_kernels
+        self.dtype = dtype
         self.weight_gain = 1.0 / math.sqrt(in_channels * kernel_size**2)
         self.affine = EqualizedDense(w_dim, in_channels, bias_init=1.0, rngs=rngs)
         shape = (kernel_size, kernel_size, in_channels, out_channels)
@@ -216,6 +219,7 @@ class ModulatedConv(nnx.Module):
         self.weight = nnx.Param(jax.random.normal(rngs.params(), shape))
 
     def __call__(self, x: jax.Array, w: jax.Array) -> jax.Array:
+        x = x.astype(self.dtype)  # modulated_conv computes in x's dtype
         styles = self.affine(w)
         weight = self.weight[...] * self.weight_gain
         if self.kernel_select is not None:

@@ -180,6 +180,9 @@ class VectorQuantizer(nnx.Module):
 
     # Marks modules whose train-mode state depends on the whole batch (engine: set axis_name).
     BATCH_STATISTICS = True
+    # The codebook distances run in float32 at full precision under any compute dtype (see
+    # squared_distances); the quantized output takes the input's dtype.
+    KEEPS_FLOAT32 = True
 
     def __init__(
         self,

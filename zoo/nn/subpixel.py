@@ -109,10 +109,12 @@ class ConvTranspose2x(nnx.Module):
         if kernel_size < 2:
             raise ValueError(f"kernel_size must be >= 2, got {kernel_size}")
         self.in_features, self.out_features = in_features, out_features
+        self.dtype = jnp.float32  # compute dtype (zoo.engine.precision)
         shape = (kernel_size, kernel_size, in_features, out_features)
         self.kernel = nnx.Param(kernel_init(rngs.params(), shape))
         self.bias = nnx.Param(bias_init(rngs.params(), (out_features,))) if use_bias else None
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        x = x.astype(self.dtype)
         y = conv_transpose2x(x, self.kernel[...].astype(x.dtype))
         return y if self.bias is None else y + self.bias[...].astype(x.dtype)

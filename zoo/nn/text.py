@@ -104,6 +104,7 @@ class TextEncoder(nnx.Module):
             [TextBlock(dim, num_heads, dropout=dropout, rngs=rngs) for _ in range(depth)]
         )
         self.norm = nnx.LayerNorm(dim, rngs=rngs)
+        self.dtype = jnp.float32  # compute dtype (zoo.engine.precision)
 
     def __call__(
         self, tokens: jax.Array, *, dropout_key: jax.Array | None = None
@@ -132,11 +133,12 @@ class TextEncoder(nnx.Module):
             )
         mask = tokens != 0
         x = self.token_embed(tokens) + self.position_embed[...][: tokens.shape[1]]
+        x = x.astype(self.dtype)
         key_mask = mask[:, None, None, :]  # [B, heads, queries, keys]: every query, same keys
         for i, block in enumerate(self.blocks):
             key = None if dropout_key is None else fold_in(dropout_key, i)
             x = block(x, key_mask, dropout_key=key)
-        local = jnp.where(mask[..., None], self.norm(x), 0.0)
+        local = jnp.where(mask[..., None], self.norm(x).astype(jnp.float32), 0.0)
         count = jnp.maximum(mask.sum(axis=1, keepdims=True), 1).astype(local.dtype)
         global_ = local.sum(axis=1) / count
         return local, global_, mask
