@@ -110,10 +110,12 @@ def test_config_changes_lists_changed_added_and_removed_keys():
     assert config_changes(json.loads(json.dumps(saved)), current.to_dict()) == []
     current.train.steps = 8
     current.train.log_every = 4
+    current.data.workers = 3  # input threads: same batches, so not among the numbers
     current.optim.foo = 0.1
     del current.data["random_flip"]
     assert config_changes(saved, current.to_dict()) == [
         "data.random_flip: removed (was False)",
+        "data.workers: 0 -> 3",
         "optim.foo: added (0.1)",
         "train.log_every: 2 -> 4",
         "train.steps: 6 -> 8",

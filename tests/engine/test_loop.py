@@ -1,15 +1,24 @@
 """The train loop in-process: a NaN stops the run naming step and player, keeping checkpoints."""
 
 import dataclasses
+import multiprocessing
+import os
+import signal
+import sys
 
+import cloudpickle
 import jax.numpy as jnp
 import pytest
 from PIL import Image
 
 from configs.ddpm_digits import get_config
 from zoo import registry
+from zoo.data.pipeline import StepLoader
 from zoo.engine.loop import Trainer, numeric
 from zoo.engine.writers import read_metrics
+
+# FailingAtStep3 runs in spawned data workers, which cannot import this file by name.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 def nan_from(objective, bad_step):
@@ -90,24 +99,75 @@ def test_an_eval_that_raises_keeps_that_steps_checkpoint(tmp_path, caplog):
     assert "running the same command again resumes from step 4" in caplog.text
 
 
-def test_a_bad_example_mid_run_leaves_the_last_checkpoint_whole(tmp_path, caplog):
-    c = tiny_config(8, checkpoint_every=2)
-    trainer = Trainer(c, str(tmp_path), registry.build_objective(c))
-    batch = trainer.source.batch
+class FailingAtStep3(StepLoader):
+    """A data.workers process's loader that meets an unreadable example at step 3."""
 
-    def failing(step):
+    def __call__(self, step):
         if step == 3:
             raise ValueError("cannot read image 'x.png'")
-        return batch(step)
+        return super().__call__(step)
 
-    trainer.source.batch = failing
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_bad_example_mid_run_leaves_the_last_checkpoint_whole(
+    tmp_path, caplog, monkeypatch, workers
+):
+    c = tiny_config(8, checkpoint_every=2)
+    c.data.workers = workers  # 1: the error comes from a worker process, and still surfaces
+    trainer = Trainer(c, str(tmp_path), registry.build_objective(c))
+    if workers:
+        monkeypatch.setattr("zoo.data.pipeline.StepLoader", FailingAtStep3)
+    else:  # the loop's own prefetch thread calls source.batch
+        trainer.source.batch = FailingAtStep3(c.data, trainer.source)
     with pytest.raises(ValueError, match="x.png"):
         trainer.train()
+    assert multiprocessing.active_children() == []
     assert checkpoint_dirs(tmp_path) == ["2"]
     assert "resumes from step 2" in caplog.text
     resumed = Trainer(c, str(tmp_path), registry.build_objective(c))
     assert resumed.restore_or_init()[1] == 2
     resumed.checkpointer.close()
+
+
+def test_workers_feed_the_steps_their_own_batches_across_a_preemption(tmp_path):
+    """With data.workers processes the devices get host_batch(step) for every step, in a run
+    stopped by SIGTERM and in its resumed continuation, and no worker outlives either run."""
+    import numpy as np
+
+    fed = {}  # run -> the batches put on the devices, in order
+
+    def recording(trainer, run):
+        put = trainer.runner.put_batch
+        trainer.runner.put_batch = lambda b: (fed.setdefault(run, []).append(b), put(b))[1]
+        return trainer
+
+    c = tiny_config(4, checkpoint_every=4)
+    c.data.workers = 2
+    first = recording(Trainer(c, str(tmp_path), registry.build_objective(c)), "first")
+    run_step = first.run_step
+
+    def preempted_after_step_1(state, batch, *args):
+        step = int(state.step)  # read before the step donates the state
+        out = run_step(state, batch, *args)
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # as a scheduler does: save, then stop
+        return out
+
+    first.run_step = preempted_after_step_1
+    first.train()
+    assert checkpoint_dirs(tmp_path) == ["2"]
+    assert multiprocessing.active_children() == []
+    resumed = recording(Trainer(c, str(tmp_path), registry.build_objective(c)), "resumed")
+    resumed.train()
+    assert multiprocessing.active_children() == []
+    # The first run may have put step 2's batch on the devices before it stopped.
+    assert len(fed["first"]) in (2, 3) and len(fed["resumed"]) == 2
+    steps = [*enumerate(fed["first"]), *enumerate(fed["resumed"], start=2)]
+    for step, batch in steps:
+        want = resumed.host_batch(step)
+        assert sorted(batch) == sorted(want)
+        for key in want:
+            np.testing.assert_array_equal(batch[key], want[key], err_msg=f"{step} {key}")
 
 
 def test_nan_samples_under_skip_still_write_the_final_checkpoint(tmp_path):

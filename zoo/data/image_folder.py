@@ -126,10 +126,16 @@ def scan(paths: list[str]) -> dict[str, str]:
 
 
 def _usable(
-    data_cfg, paths: list[str], labels: list[int] | None
+    data_cfg, paths: list[str], labels: list[int] | None, known_bad: dict[str, str] | None = None
 ) -> tuple[list[str], list[int] | None]:
-    """`paths` (and labels) without undecodable files, or a ValueError naming every one."""
-    bad = scan(paths)
+    """`paths` (and labels) without undecodable files, or a ValueError naming every one.
+
+    `known_bad`: another process's verdicts (`check_report`), taken instead of a `scan`.
+    """
+    if known_bad is None:
+        bad = scan(paths)
+    else:
+        bad = {p: known_bad[p] for p in paths if p in known_bad}
     if not bad:
         return paths, labels
     listing = "\n".join(f"  {p}: {error}" for p, error in sorted(bad.items()))
@@ -138,7 +144,7 @@ def _usable(
             f"{len(bad)} of {len(paths)} image files cannot be decoded (set "
             f"data.skip_bad_images=True to leave them out):\n{listing}"
         )
-    if frozenset(bad) not in _WARNED:
+    if known_bad is None and frozenset(bad) not in _WARNED:  # else that process warned
         _WARNED.add(frozenset(bad))
         log.warning("skipping %d of %d undecodable image files:\n%s", len(bad), len(paths), listing)
     keep = [i for i, p in enumerate(paths) if p not in bad]
@@ -159,6 +165,24 @@ def check(data_cfg) -> None:
         _usable(data_cfg, eval_paths, eval_labels)
 
 
+def check_report(data_cfg) -> dict[str, dict[str, str]]:
+    """`{"bad": {path: error}}`: the undecodable files under `data.path` (and `eval_path`)
+    that this process found, as they are now.
+
+    A stream worker process (`zoo.data.pipeline.StepLoader`) opens the split with these
+    instead of decoding every file again. A file broken since is not among them: it fails
+    when a step reads it (`read_image`), in the worker as it would in this process.
+    """
+    roots = [options.path(data_cfg), data_cfg.get("eval_path", None)]
+    prefixes = tuple(os.path.join(root, "") for root in roots if root)
+    bad = {}
+    for key, error in list(_VERDICTS.items()):
+        path = key[0]
+        if error and path.startswith(prefixes) and os.path.exists(path) and _key(path) == key:
+            bad[path] = error
+    return {"bad": bad}
+
+
 def _match_classes(classes, eval_classes, eval_path) -> dict[int, int] | None:
     """Map eval-folder labels onto train labels by class name."""
     if (classes is None) != (eval_classes is None):
@@ -171,20 +195,22 @@ def _match_classes(classes, eval_classes, eval_path) -> dict[int, int] | None:
     return {i: classes.index(name) for i, name in enumerate(eval_classes)}
 
 
-def open_split(data_cfg, train: bool) -> IndexedImages:
+def open_split(data_cfg, train: bool, checked: dict | None = None) -> IndexedImages:
+    """`checked`: another process's `check_report`, taken instead of decoding every file."""
+    known_bad = None if checked is None else checked["bad"]
     paths, labels, classes = list_images(options.path(data_cfg))
     eval_path = data_cfg.get("eval_path", None)
     if eval_path:
         if train:
-            paths, labels = _usable(data_cfg, paths, labels)
+            paths, labels = _usable(data_cfg, paths, labels, known_bad)
         else:
             eval_paths, eval_labels, eval_classes = list_images(eval_path)
             remap = _match_classes(classes, eval_classes, eval_path)
-            paths, eval_labels = _usable(data_cfg, eval_paths, eval_labels)
+            paths, eval_labels = _usable(data_cfg, eval_paths, eval_labels, known_bad)
             labels = None if remap is None else [remap[label] for label in eval_labels]
     else:
         # Bad files go before the holdout split, so train and eval partition the usable ones.
-        paths, labels = _usable(data_cfg, paths, labels)
+        paths, labels = _usable(data_cfg, paths, labels, known_bad)
         num_eval = order.eval_count(len(paths), options.eval_fraction(data_cfg))
         train_idx, eval_idx = order.holdout_split(
             len(paths), num_eval, options.dataset_seed(data_cfg)

@@ -93,3 +93,12 @@ def background(data_cfg) -> tuple[int, int, int]:
     ):
         raise ValueError(f"data.background must be an RGB triple of ints in 0..255, got {value!r}")
     return tuple(int(v) for v in value)
+
+
+def workers(data_cfg) -> int:
+    """Worker processes that load train batches ahead of the step (`zoo.data.stream`); 0:
+    none, the train loop's own prefetch thread loads one step at a time."""
+    value = data_cfg.get("workers", 0)
+    if not _is_int(value) or value < 0:
+        raise ValueError(f"data.workers must be a non-negative int, got {value!r}")
+    return int(value)

@@ -138,18 +138,22 @@ class TrainSource(_ExamplesView):
             raise ValueError(f"dataset {examples.name!r} has no training examples")
         self._examples = examples
         self.seed, self.examples_per_step = seed, examples_per_step
+        self.process_index, self.process_count = process_index, process_count
         self.per_process = examples_per_step // process_count
         self._offset = process_index * self.per_process
         self.random_flip = random_flip
         self._permutations: dict[int, np.ndarray] = {}
 
     def _permutation(self, epoch: int) -> np.ndarray:
-        # A step straddles at most a few epochs; keep only the recent ones.
-        if epoch not in self._permutations:
-            if len(self._permutations) >= 4:
-                self._permutations.pop(min(self._permutations))
-            self._permutations[epoch] = order.epoch_permutation(self.seed, epoch, self.num_examples)
-        return self._permutations[epoch]
+        # A step straddles at most a few epochs; keep only the 4 latest. Threads may call
+        # this at once: the cache is replaced, never edited in place, so a reader never sees
+        # it half-changed (two threads may both draw an epoch: same result).
+        permutation = self._permutations.get(epoch)
+        if permutation is None:
+            permutation = order.epoch_permutation(self.seed, epoch, self.num_examples)
+            recent = sorted(self._permutations.items())[-3:]
+            self._permutations = dict([*recent, (epoch, permutation)])
+        return permutation
 
     def positions(self, step: int) -> np.ndarray:
         """Global positions g this process reads at `step`: `[L] int64`."""

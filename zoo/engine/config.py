@@ -39,7 +39,7 @@ def check_config(config) -> None:
     ``step.NONFINITE_MODES``, ``optim.OPTIMIZERS`` / ``SCHEDULES``). Last, the
     batch layout against this host's devices.
     """
-    from zoo.engine import optim, parallel, step
+    from zoo.engine import optim, parallel, precision, step
 
     missing = []
     for section, keys in REQUIRED.items():
@@ -51,6 +51,7 @@ def check_config(config) -> None:
         raise ValueError(f"config is missing required keys: {', '.join(missing)}")
 
     _choice(config, "parallel", parallel.PARALLEL_MODES)
+    _choice(config, "precision", precision.POLICIES, default="float32")
     _integer(config, "seed")
     batch_size = _integer(config, "data.batch_size", minimum=1)
     _integer(config, "train.steps", minimum=1)
@@ -172,6 +173,7 @@ BOOKKEEPING = tuple(f"train.{k}" for k in EVERY) + (
     "train.async_checkpoint",
     "train.num_samples",
     "eval.",
+    "data.workers",  # input processes: the same batches with any number (zoo.data.stream)
 )
 
 
@@ -291,6 +293,9 @@ def base_config():
     c.model = ""
     c.seed = 0
     c.parallel = "jit"  # or "pmap": the same step under jax.pmap
+    # Compute dtype of every layer: "float32", "bfloat16" or "float16" (with dynamic loss
+    # scaling); parameters, optimizer state and losses stay float32 (zoo.engine.precision).
+    c.precision = "float32"
     # jit's device mesh: the batch is split over all of it; with fsdp > 1 each large state
     # tensor is split over the fsdp axis (zoo.engine.parallel.fsdp_spec). -1: the rest.
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, fsdp_min_size=2**14))
@@ -311,6 +316,10 @@ def base_config():
             train_split="train",
             eval_split="test",
             num_classes=0,
+            # Threads loading train batches ahead of the step (zoo.data.stream); 0: the loop's
+            # one prefetch thread loads each step. More only pays when decoding is the
+            # bottleneck (image files, tfds): experiments/bench/input_pipeline.py.
+            workers=0,
         )
     )
     c.train = ml_collections.ConfigDict(

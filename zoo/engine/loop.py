@@ -128,27 +128,36 @@ class Trainer:
         )
 
     # -- batches -----------------------------------------------------------
-    def host_batch(self, step: int) -> dict[str, np.ndarray]:
-        """This process's examples of ``step`` laid out as [S, A, B_local, ...].
+    @staticmethod
+    def lay_out(
+        batch: dict, substeps: int, microbatches: int, process_index: int
+    ) -> dict[str, np.ndarray]:
+        """A process's share of one step, ``[L, ...]`` per field, as ``[S, A, L / (S * A), ...]``.
 
         Example j of the step (``source.batch`` gives process p the contiguous
         j in [p * L, (p + 1) * L)) goes to b = j // (S * A), s = j // A % S,
         a = j % A: each process's share is then a contiguous slice of B in every
         substep and microbatch, so the global batch that
         ``make_array_from_process_local_data`` glues along B is the same for any
-        number of processes.
+        number of processes. Adds ``example_id`` (int32, the global j); drops strings.
         """
-        local = numeric(self.source.batch(step))
+        local = numeric(batch)
         n = len(next(iter(local.values())))
-        offset = jax.process_index() * n
+        offset = process_index * n
         local["example_id"] = np.arange(offset, offset + n, dtype=np.int32)
-        s, a = self.substeps, self.microbatches
+        s, a = substeps, microbatches
 
         def layout(v):  # [L, ...] -> [L / (S * A), S, A, ...] -> [S, A, L / (S * A), ...]
             v = np.asarray(v)
             return np.moveaxis(v.reshape(n // (s * a), s, a, *v.shape[1:]), 0, 2)
 
         return {k: layout(v) for k, v in local.items()}
+
+    def host_batch(self, step: int) -> dict[str, np.ndarray]:
+        """This process's examples of ``step`` laid out as [S, A, B_local, ...] (`lay_out`)."""
+        return Trainer.lay_out(
+            self.source.batch(step), self.substeps, self.microbatches, jax.process_index()
+        )
 
     # -- hooks ---------------------------------------------------------------
     def eval_params(self, state):
@@ -285,16 +294,22 @@ class Trainer:
             dynamic_ncols=True,
             disable=jax.process_index() != 0,
         )
+        # data.workers processes load batches ahead, in step order (zoo.data.stream); a
+        # thread lays out and puts the next step's batch on the devices while this one runs.
+        stream = zdata.make_stream(
+            self.config.data, self.source, start=start, stop=self.total_steps
+        )
         prefetch = ThreadPoolExecutor(max_workers=1)
-        load = lambda s: self.runner.put_batch(self.host_batch(s))  # noqa: E731
-        future = prefetch.submit(load, start) if start < self.total_steps else None
+        shape = (self.substeps, self.microbatches, jax.process_index())
+        load = lambda: self.runner.put_batch(self.lay_out(next(stream), *shape))  # noqa: E731
+        future = prefetch.submit(load) if start < self.total_steps else None
         step = start
         try:
             with Preemption() as preempt:
                 while step < self.total_steps:
                     batch = future.result()
                     if step + 1 < self.total_steps:
-                        future = prefetch.submit(load, step + 1)
+                        future = prefetch.submit(load)
                     active = tuple(step % p.every == 0 for p in self.objective.players)
                     state, metrics = self.run_step(state, batch, active, self._step_frozen)
                     step += 1
@@ -342,6 +357,7 @@ class Trainer:
             # Finish (never abandon) a checkpoint being written, whatever happened.
             bar.close()
             prefetch.shutdown(wait=True, cancel_futures=True)
+            stream.close()  # after the prefetch thread: it may be waiting on the stream
             self.checkpointer.close()
             self.writer.close()
         return state
