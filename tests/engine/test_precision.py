@@ -182,9 +182,14 @@ def test_every_layer_of_stylegan2_computes_in_bfloat16():
 
 CONFIGS = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "configs").glob("*.py"))
 # Float32 dot products a config keeps on purpose under bfloat16: CLIP's similarity logits
-# (unit-norm float32 embeddings, and the two matmuls of their gradient) and the codebook
-# distances of a vector quantizer (KEEPS_FLOAT32: a bfloat16 distance picks wrong codes).
-FLOAT32_DOTS = {"clip_shapes": 3, "vqgan_shapes": 2, "vqgan_imagenet": 2, "vqvae_digits": 1}
+# (unit-norm float32 embeddings, and the two matmuls of their gradient), the codebook
+# distances of a vector quantizer (KEEPS_FLOAT32: a bfloat16 distance picks wrong codes; the
+# frozen tokenizer of a prior has them once), and the cascade's resizing of the data images
+# to the low resolution and back (jax.image.resize's matmuls, not a layer).
+FLOAT32_DOTS = {
+    "clip_shapes": 3, "vqgan_shapes": 2, "vqgan_imagenet": 2, "vqvae_digits": 1,
+    "transformer_digits": 1, "parti_shapes": 1, "imagen_sr_shapes": 4,
+}  # fmt: skip
 # nerf_llff is nerf_blender's network on other rays; its LLFF folder is tested in tests/data.
 NOT_LOWERED = {"nerf_llff"}
 
@@ -197,7 +202,7 @@ def lowerable(name: str, tmp_path_factory):
     for role, workdir in stage_runs(module, "tiny", tmp_path_factory).items():
         config.stages[role].workdir = workdir
     if config.data.name not in ("digits", "shapes", "ring", "blender"):
-        config.data.update(dict(name="shapes", path="", channels=3))
+        config.data.update(dict(name="shapes", path="", channels=3, random_flip=False))
     return config
 
 

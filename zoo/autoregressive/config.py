@@ -131,6 +131,7 @@ def prior_config(model: str) -> ml_collections.ConfigDict:
             text_depth=2,
             text_heads=4,
             window_grid=(0, 0),  # tokens of the sliding-window figure; (0, 0): (h, 2w)
+            remat=False,  # recompute each block's activations in the backward pass
         )
     )
     c.optim.update(dict(name="adamw", lr=4.5e-6 * 16, b1=0.9, b2=0.95, weight_decay=0.01))

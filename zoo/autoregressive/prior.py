@@ -52,6 +52,7 @@ class Prior(nnx.Module):
         text_depth: int = 0,
         text_heads: int = 1,
         prefix_head: bool = False,
+        remat: bool = False,
         rngs: nnx.Rngs,
     ):
         if condition not in CONDITIONS:
@@ -84,6 +85,7 @@ class Prior(nnx.Module):
             context_dim=text_dim if self.cross else None,
             prefix_head=prefix_head and prefix_len > 1,
             dropout=dropout,
+            remat=remat,
             rngs=rngs,
         )
 

@@ -99,6 +99,7 @@ def build_objective(config) -> Objective:
         text_depth=int(p.text_depth),
         text_heads=int(p.text_heads),
         prefix_head=float(p.text_loss_weight) > 0,
+        remat=bool(p.get("remat", False)),
         rngs=nnx.Rngs(int(config.seed)),
     )
     drop_p, text_w = float(p.condition_dropout), float(p.text_loss_weight)

@@ -88,6 +88,7 @@ class UnclipPrior(nnx.Module):
         self.blocks = nnx.List([TextBlock(dim, num_heads, rngs=rngs) for _ in range(depth)])
         self.norm = nnx.LayerNorm(dim, rngs=rngs)
         self.out = nnx.Linear(dim, embed_dim, rngs=rngs)
+        self.dtype = jnp.float32  # compute dtype (zoo.engine.precision)
 
     def __call__(self, x, t, keep, *, tokens, token_mask, text_emb):
         b, length = tokens.shape[:2]
@@ -100,18 +101,18 @@ class UnclipPrior(nnx.Module):
                 self.text_proj(text_emb)[:, None],
                 temb[:, None],
                 self.x_proj(x)[:, None],
-                jnp.broadcast_to(self.query[...], (b, 1, self.dim)),
+                jnp.broadcast_to(self.query[...].astype(self.dtype), (b, 1, self.dim)),
             ],
             axis=1,
         )
-        seq = seq + self.position[...]
+        seq = seq.astype(self.dtype) + self.position[...].astype(self.dtype)
         kept = keep.astype(bool)[:, None]  # [B, 1]; a dropped caption is masked out
         mask = jnp.concatenate(
             [token_mask & kept, kept, jnp.ones((b, 3), bool)], axis=1
         )  # [B, L + 4]: the timestep, x_t and query slots are always there
         for block in self.blocks:
             seq = block(seq, mask[:, None, None, :])
-        return self.out(self.norm(seq[:, -1]))
+        return self.out(self.norm(seq[:, -1])).astype(jnp.float32)
 
 
 def embed_scale(embed_dim: int) -> float:

@@ -51,6 +51,7 @@ from zoo.nn.blocks import (
 )
 from zoo.nn.dropout import fold_in
 from zoo.nn.embeddings import timestep_embedding
+from zoo.nn.remat import remat
 from zoo.nn.spatial_transformer import SpatialTransformer
 
 ATTENTION_BLOCKS = ("self", "spatial_transformer")
@@ -282,12 +283,7 @@ class UNet(nnx.Module):
             raise ValueError("context given to a UNet built with context_dim=0")
 
         def call(block, *args, **kwargs):
-            if not self.remat:
-                return block(*args, **kwargs)
-            # graph_updates=False: nothing to write back (the blocks keep no state), and a
-            # write-back fails when the U-Net runs inside a sampler's scan.
-            call_block = nnx.remat(lambda b, a, k: b(*a, **k), graph_updates=False)
-            return call_block(block, args, kwargs)
+            return remat(block, self.remat)(*args, **kwargs)
 
         def attend(block, h):
             return call(block, h, context, context_mask) if context is not None else call(block, h)

@@ -44,6 +44,7 @@ from zoo.gan.noise import noise_images, per_sample_keys
 from zoo.gan.stylegan2_discriminator import Discriminator, class_labels
 from zoo.nn.equalized import EqualizedDense, lrelu, upsample2x
 from zoo.nn.modulated import ModulatedConv
+from zoo.nn.remat import remat
 
 NET_FIELDS = (
     "z_dim",
@@ -54,6 +55,7 @@ NET_FIELDS = (
     "channel_max",
     "mbstd_group",
     "mbstd_features",
+    "remat",
 )
 
 
@@ -64,7 +66,8 @@ def net_config() -> ml_collections.ConfigDict:
     depth and learning-rate multiplier of the mapping MLP. channel_base, channel_max:
     channels at resolution r are min(channel_base // r, channel_max) (32768 gives the
     1024x1024 paper model). mbstd_group, mbstd_features: minibatch stddev group size and
-    number of statistics channels in the discriminator.
+    number of statistics channels in the discriminator. remat: recompute the activations of
+    every synthesis layer and discriminator block in the backward pass (:mod:`zoo.nn.remat`).
     """
     return ml_collections.ConfigDict(
         dict(
@@ -76,6 +79,7 @@ def net_config() -> ml_collections.ConfigDict:
             channel_max=512,
             mbstd_group=4,
             mbstd_features=1,
+            remat=False,
         )
     )
 
@@ -172,8 +176,10 @@ def channel_counts(image_size: int, channel_base: int, channel_max: int) -> dict
 class SynthesisNetwork(nnx.Module):
     """``ws: [B, num_ws, w_dim]`` -> images ``[B, S, S, channels]`` (skip architecture)."""
 
-    def __init__(self, w_dim, image_size, channels, widths: dict[int, int], *, rngs: nnx.Rngs):
-        self.w_dim = w_dim
+    def __init__(
+        self, w_dim, image_size, channels, widths: dict[int, int], *, remat=False, rngs: nnx.Rngs
+    ):
+        self.w_dim, self.remat = w_dim, remat
         self.num_ws = 2 * int(math.log2(image_size)) - 2
         self.const = nnx.Param(jax.random.normal(rngs.params(), (4, 4, widths[4])))
         self.dtype = jnp.float32  # compute dtype (zoo.engine.precision)
@@ -207,7 +213,7 @@ class SynthesisNetwork(nnx.Module):
         image, i = None, 0
         for block, torgb in zip(self.blocks, self.torgbs, strict=True):
             for layer in block:
-                x = layer(x, ws[:, i], keys, i)
+                x = remat(layer, self.remat)(x, ws[:, i], keys, i)
                 i += 1
             rgb = torgb(x, ws[:, i])  # shares ws[i] with the next block's first conv
             image = rgb if image is None else upsample2x(image) + rgb
@@ -228,13 +234,16 @@ class Generator(nnx.Module):
         mapping_lr_mul: float,
         widths: dict[int, int],
         num_classes: int = 0,
+        remat: bool = False,
         rngs: nnx.Rngs,
     ):
         self.z_dim, self.w_dim = z_dim, w_dim
         self.mapping = MappingNetwork(
             z_dim, w_dim, mapping_layers, lr_mul=mapping_lr_mul, num_classes=num_classes, rngs=rngs
         )
-        self.synthesis = SynthesisNetwork(w_dim, image_size, channels, widths, rngs=rngs)
+        self.synthesis = SynthesisNetwork(
+            w_dim, image_size, channels, widths, remat=remat, rngs=rngs
+        )
         self.num_ws = self.synthesis.num_ws
         # Running mean of w for truncation; updated by the objective, never here.
         self.w_avg = nnx.BatchStat(jnp.zeros((w_dim,)))
@@ -291,6 +300,7 @@ def build_networks(config, *, rngs: nnx.Rngs) -> tuple[Generator, Discriminator]
         mapping_lr_mul=float(net.mapping_lr_mul),
         widths=widths,
         num_classes=num_classes,
+        remat=bool(net.get("remat", False)),
         rngs=rngs,
     )
     discriminator = Discriminator(
@@ -300,6 +310,7 @@ def build_networks(config, *, rngs: nnx.Rngs) -> tuple[Generator, Discriminator]
         mbstd_group=_int(net.mbstd_group, "net.mbstd_group"),
         mbstd_features=_int(net.mbstd_features, "net.mbstd_features"),
         num_classes=num_classes,
+        remat=bool(net.get("remat", False)),
         rngs=rngs,
     )
     return generator, discriminator

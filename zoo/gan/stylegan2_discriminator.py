@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from zoo.nn.equalized import EqualizedConv, EqualizedDense, lrelu
+from zoo.nn.remat import remat
 
 
 def class_labels(cond, num_classes: int, batch: int, who: str) -> jax.Array | None:
@@ -84,7 +85,8 @@ class Discriminator(nnx.Module):
     """``(images [B, S, S, channels], cond) -> logits [B]`` float32.
 
     ``widths`` maps each resolution 4, 8, ..., S to its channel count. With
-    ``num_classes > 0``, ``cond["label"]: [B] int`` is required.
+    ``num_classes > 0``, ``cond["label"]: [B] int`` is required. ``remat``: recompute each
+    residual block's activations in the backward pass (:mod:`zoo.nn.remat`).
     """
 
     def __init__(
@@ -96,6 +98,7 @@ class Discriminator(nnx.Module):
         mbstd_group: int = 4,
         mbstd_features: int = 1,
         num_classes: int = 0,
+        remat: bool = False,
         rngs: nnx.Rngs,
     ):
         c4 = widths[4]
@@ -103,7 +106,7 @@ class Discriminator(nnx.Module):
             raise ValueError(f"4x4 channels {c4} not divisible by mbstd_features {mbstd_features}")
         self.image_size, self.channels = image_size, channels
         self.mbstd_group, self.mbstd_features = mbstd_group, mbstd_features
-        self.num_classes = num_classes
+        self.num_classes, self.remat = num_classes, remat
         self.from_rgb = EqualizedConv(channels, widths[image_size], 1, rngs=rngs)
         resolutions = [r for r in sorted(widths, reverse=True) if r > 4]
         self.blocks = nnx.List(
@@ -123,7 +126,7 @@ class Discriminator(nnx.Module):
         label = class_labels(cond, self.num_classes, b, "StyleGAN2 discriminator")
         x = lrelu(self.from_rgb(images))
         for block in self.blocks:
-            x = block(x)
+            x = remat(block, self.remat)(x)
         x = minibatch_stddev(x, self.mbstd_group, self.mbstd_features)
         x = lrelu(self.conv(x))
         x = lrelu(self.fc(x.reshape(b, -1)))

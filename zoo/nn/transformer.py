@@ -32,6 +32,7 @@ from jax import lax
 from zoo.nn.attention import IMPLS, Impl
 from zoo.nn.decoder_block import STD, DecoderBlock, DecoderCache, LayerCache, drop, linear, normal
 from zoo.nn.dropout import fold_in
+from zoo.nn.remat import remat
 
 
 class TokenDecoder(nnx.Module):
@@ -51,6 +52,8 @@ class TokenDecoder(nnx.Module):
       dropout: rate on the embeddings and every residual branch (train mode only).
       attention_impl: ``zoo.nn.attention`` implementation for training-time attention.
       dtype: compute dtype; parameters are float32 and logits are returned in float32.
+      remat: recompute each block's activations in the training pass's backward pass
+        (:mod:`zoo.nn.remat`); cached sampling is unaffected.
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class TokenDecoder(nnx.Module):
         dropout: float = 0.0,
         attention_impl: Impl = "full",
         dtype=jnp.float32,
+        remat: bool = False,
         rngs: nnx.Rngs,
     ):
         sizes = dict(vocab_size=vocab_size, num_tokens=num_tokens, dim=dim, depth=depth)
@@ -88,6 +92,7 @@ class TokenDecoder(nnx.Module):
         self.prefix_vocab_size, self.prefix_len = prefix_vocab_size, prefix_len
         self.dim, self.num_heads, self.context_dim, self.dtype = dim, num_heads, context_dim, dtype
         self.max_len = prefix_len + num_tokens - 1  # the last image token is never an input
+        self.remat = remat
 
         embed = dict(embedding_init=normal(STD), rngs=rngs)
         self.prefix_embed = nnx.Embed(prefix_vocab_size, dim, **embed)
@@ -155,7 +160,9 @@ class TokenDecoder(nnx.Module):
         x = jnp.concatenate([self._embed_prefix(prefix), self._embed_image(image, 0)], axis=1)
         x = drop(self.dropout, x, key(0))
         for i, block in enumerate(self.blocks):
-            x = block(x, context=context, context_mask=context_mask, dropout_key=key(i + 1))
+            x = remat(block, self.remat)(
+                x, context=context, context_mask=context_mask, dropout_key=key(i + 1)
+            )
         h = self.norm(x)
         p = self.prefix_len
         image_logits = self.head(h[:, p - 1 :]).astype(jnp.float32)
