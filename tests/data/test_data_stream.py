@@ -220,6 +220,7 @@ def test_a_file_broken_mid_run_raises_its_own_error_from_a_worker(tmp_path, work
     assert no_workers()
 
 
+@pytest.mark.slow  # spawns and signals workers: 4 s on 2 cores
 def test_close_stops_the_workers_which_leave_signals_to_the_main_process(tmp_path):
     """Ctrl-C and a scheduler's SIGTERM reach every process of the job: the workers go on
     (the main process saves, then closes the stream). Closing mid-stream (an exception or
@@ -248,6 +249,7 @@ def test_close_stops_the_workers_which_leave_signals_to_the_main_process(tmp_pat
         next(stream)
 
 
+@pytest.mark.slow  # a main process with workers, killed: 4 s on 2 cores
 def test_workers_exit_when_the_main_process_is_killed(tmp_path):
     """SIGKILL (or the OOM killer) gives the main process no chance to close the stream."""
     script = (

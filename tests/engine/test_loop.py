@@ -108,7 +108,8 @@ class FailingAtStep3(StepLoader):
         return super().__call__(step)
 
 
-@pytest.mark.parametrize("workers", [0, 1])
+# workers=1 (a spawned loader process): 13 s on 2 cores, in the slow tier.
+@pytest.mark.parametrize("workers", [0, pytest.param(1, marks=pytest.mark.slow)])
 def test_a_bad_example_mid_run_leaves_the_last_checkpoint_whole(
     tmp_path, caplog, monkeypatch, workers
 ):
@@ -129,6 +130,7 @@ def test_a_bad_example_mid_run_leaves_the_last_checkpoint_whole(
     resumed.checkpointer.close()
 
 
+@pytest.mark.slow  # two runs with a spawned loader process: 21 s on 2 cores
 def test_workers_feed_the_steps_their_own_batches_across_a_preemption(tmp_path):
     """With data.workers processes the devices get host_batch(step) for every step, in a run
     stopped by SIGTERM and in its resumed continuation, and no worker outlives either run."""

@@ -33,6 +33,7 @@ def _check(build, loss_of):
     _same(results)
 
 
+@pytest.mark.slow  # two transformers differentiated: 7 s on 2 cores
 def test_the_transformer_with_remat_gives_the_same_loss_and_gradients():
     prefix = jnp.array([[1], [2]])
     image = jnp.asarray(np.random.default_rng(0).integers(0, 16, (2, 8)))
