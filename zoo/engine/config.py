@@ -316,9 +316,9 @@ def base_config():
             train_split="train",
             eval_split="test",
             num_classes=0,
-            # Threads loading train batches ahead of the step (zoo.data.stream); 0: the loop's
-            # one prefetch thread loads each step. More only pays when decoding is the
-            # bottleneck (image files, tfds): experiments/bench/input_pipeline.py.
+            # Worker processes loading train steps ahead (zoo.data.stream); 0: the loop's one
+            # prefetch thread loads each step. More pays when decoding is the bottleneck
+            # (image files, tfds) and cores are free: experiments/bench/input_pipeline.py.
             workers=0,
         )
     )
