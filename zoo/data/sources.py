@@ -145,15 +145,12 @@ class TrainSource(_ExamplesView):
         self._permutations: dict[int, np.ndarray] = {}
 
     def _permutation(self, epoch: int) -> np.ndarray:
-        # A step straddles at most a few epochs; keep only the 4 latest. Threads may call
-        # this at once: the cache is replaced, never edited in place, so a reader never sees
-        # it half-changed (two threads may both draw an epoch: same result).
-        permutation = self._permutations.get(epoch)
-        if permutation is None:
-            permutation = order.epoch_permutation(self.seed, epoch, self.num_examples)
-            recent = sorted(self._permutations.items())[-3:]
-            self._permutations = dict([*recent, (epoch, permutation)])
-        return permutation
+        # A step straddles at most a few epochs; keep only the recent ones.
+        if epoch not in self._permutations:
+            if len(self._permutations) >= 4:
+                self._permutations.pop(min(self._permutations))
+            self._permutations[epoch] = order.epoch_permutation(self.seed, epoch, self.num_examples)
+        return self._permutations[epoch]
 
     def positions(self, step: int) -> np.ndarray:
         """Global positions g this process reads at `step`: `[L] int64`."""

@@ -51,7 +51,7 @@ def check_config(config) -> None:
         raise ValueError(f"config is missing required keys: {', '.join(missing)}")
 
     _choice(config, "parallel", parallel.PARALLEL_MODES)
-    _choice(config, "precision", precision.POLICIES, default="float32")
+    precision.policy(config)
     _integer(config, "seed")
     batch_size = _integer(config, "data.batch_size", minimum=1)
     _integer(config, "train.steps", minimum=1)
